@@ -1,0 +1,34 @@
+"""The pure rules engine: program document -> checked, compiled program -> evaluation with explanation.
+
+No database, no web, no clock: time is an input. Typical use::
+
+    program = rules.load_program(text)          # YAML or JSON; raises rules.ProgramError
+    result = rules.evaluate(program, tx, member, outlet, explain=True)
+    result.total, result.rules, result.explanation
+"""
+
+from rules.context import Event, Item, Member, Outlet, Transaction
+from rules.document import ProgramDocument
+from rules.engine import CompiledProgram, Result, compile_program, evaluate
+from rules.errors import EvaluationError, Issue, ProgramError, RulesError
+from rules.program import CheckedProgram, load_program, load_program_data
+
+__all__ = [
+    "CheckedProgram",
+    "CompiledProgram",
+    "EvaluationError",
+    "Event",
+    "Issue",
+    "Item",
+    "Member",
+    "Outlet",
+    "ProgramDocument",
+    "ProgramError",
+    "Result",
+    "RulesError",
+    "Transaction",
+    "compile_program",
+    "evaluate",
+    "load_program",
+    "load_program_data",
+]

@@ -1,0 +1,72 @@
+"""What an evaluation reads: the transaction, its items, the member, the outlet, the event.
+
+These are plain immutable values. The engine never fetches anything: the storage layer builds them
+(balances, usage counters, stamp counts) and passes them in, so an evaluation is a pure function of
+its inputs and can be recomputed later from what was recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+_EMPTY_USES: Mapping[str, tuple[int, int]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One basket line. Money is in integer minor units (cents); quantity is a whole number."""
+
+    sku: str
+    unit_price: int
+    quantity: int = 1
+    category: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A purchase at an outlet; ``time`` must be timezone-aware."""
+
+    time: datetime
+    items: tuple[Item, ...] = ()
+    channel: str = "till"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """The member as the engine sees them at the moment of the transaction.
+
+    ``rule_uses`` maps a rule id to (applications ever, applications on the transaction's local day),
+    so that ``limit`` can be enforced without the engine touching storage.
+    """
+
+    id: str = ""
+    tier: str | None = None
+    points: int = 0
+    visits: int = 0
+    last_visit_at: datetime | None = None
+    enrolled_at: datetime | None = None
+    tags: tuple[str, ...] = ()
+    stamps: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    rule_uses: Mapping[str, tuple[int, int]] = field(default_factory=lambda: _EMPTY_USES)
+
+
+@dataclass(frozen=True, slots=True)
+class Outlet:
+    """Where the transaction happened; ``partner`` is the partner business's code."""
+
+    id: str = ""
+    partner: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What kind of thing happened: a ``purchase`` (the default), ``signup``, ``birthday``, ..."""
+
+    kind: str = "purchase"
+    name: str = ""

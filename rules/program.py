@@ -1,0 +1,186 @@
+"""Stage 3: a validated document -> a checked program, every condition typed, every reference resolved.
+
+This is the last stage that can fail on user input. What comes out of it compiles and evaluates
+without any further checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from rules import document as doc
+from rules.check import Const, Node, check_expression
+from rules.errors import Issue, ProgramError
+from rules.parse import Located, parse_expression
+from rules.schema import BOOL, NUMBER
+
+Kind = Literal["base", "multiplier", "points", "stamp"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckedRule:
+    """One rule, ready to emit: its conditions as typed trees and its effect as numbers."""
+
+    index: int
+    id: str
+    kind: Kind
+    per_item: bool
+    stacking: str
+    when: Node | None
+    where: Node | None
+    #: per_currency_unit rate, multiplier factor, or fixed points; None for stamps.
+    amount: Decimal | None
+    stamp_card: str | None
+    stamp_count: Node | None
+    stamp_reward_at: int | None
+    stamp_reward: str | None
+    per_member: int | None
+    per_day: int | None
+    per_transaction: int | None
+    budget: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    partners: frozenset[str] | None
+    outlets: frozenset[str] | None
+
+    @property
+    def limited(self) -> bool:
+        return any(x is not None for x in (self.per_member, self.per_day, self.per_transaction))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckedProgram:
+    document: doc.ProgramDocument
+    rules: tuple[CheckedRule, ...]
+    zone: ZoneInfo
+    #: The currency's minor unit: Decimal("0.01") for EUR.
+    minor: Decimal
+    #: sha256 of the canonical JSON of the document: the identity of a program version.
+    digest: str
+
+
+# ISO 4217 currencies whose minor unit is not 1/100 (the exceptions are few and stable).
+_MINOR_DIGITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "HUF": 2, "BHD": 3, "KWD": 3, "OMR": 3,
+                 "JOD": 3, "TND": 3, "LYD": 3, "IQD": 3}
+
+
+def digest_of(document: doc.ProgramDocument) -> str:
+    canonical = json.dumps(document.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_SOURCE) -> CheckedProgram:
+    """Check every rule of ``document``; raise ProgramError listing every problem found."""
+    issues: list[Issue] = []
+    zone = ZoneInfo(document.timezone)
+    tiers = tuple(level.name for level in document.tiers.levels) if document.tiers else ()
+    rewards = {r.code for r in document.rewards}
+
+    def at(path: tuple[str | int, ...], message: str, hint: str | None = None, key: bool = False) -> None:
+        pos = source.where(path, key=key)
+        issues.append(Issue(message, doc.format_path(path), pos.line if pos else None,
+                            pos.column if pos else None, hint, source.line_text(pos.line if pos else None)))
+
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(document.rules):
+        if rule.id in seen:
+            at(("rules", i, "id"), f"duplicate rule id {rule.id!r} (also rules[{seen[rule.id]}])")
+        seen.setdefault(rule.id, i)
+    codes = [r.code for r in document.rewards]
+    for i, code in enumerate(codes):
+        if code in codes[:i]:
+            at(("rewards", i, "code"), f"duplicate reward code {code!r}")
+    for i, reward in enumerate(document.rewards):
+        if reward.min_tier is not None and reward.min_tier not in tiers:
+            at(("rewards", i, "min_tier"), f"unknown tier {reward.min_tier!r}",
+               _hint(reward.min_tier, tiers))
+
+    def expression(text: str, path: tuple[str | int, ...], *, item_scope: bool, want: Any) -> Node | None:
+        loc = Located(text, doc.format_path(path), source.where(path))
+        tree, found = parse_expression(loc)
+        if tree is None:
+            issues.extend(found)
+            return None
+        node, found = check_expression(tree, loc, item_scope=item_scope, want=want, tiers=tiers)
+        issues.extend(found)
+        return None if found else node
+
+    checked: list[CheckedRule] = []
+    for i, rule in enumerate(document.rules):
+        per_item = rule.for_each == "item"
+        when = expression(rule.when, ("rules", i, "when"), item_scope=False, want=BOOL) if rule.when else None
+        where = expression(rule.where, ("rules", i, "where"), item_scope=True, want=BOOL) if rule.where else None
+        count: Node | None = None
+        if rule.stamp is not None:
+            if isinstance(rule.stamp.count, int):
+                if rule.stamp.count < 1:
+                    at(("rules", i, "stamp", "count"), "count must be at least 1")
+                count = Const(NUMBER, str(rule.stamp.count), Decimal(rule.stamp.count))
+            else:
+                count = expression(rule.stamp.count, ("rules", i, "stamp", "count"),
+                                   item_scope=per_item, want=NUMBER)
+            if rule.stamp.reward not in rewards:
+                at(("rules", i, "stamp", "reward"), f"unknown reward {rule.stamp.reward!r}",
+                   _hint(rule.stamp.reward, tuple(rewards)) or "add it under rewards (cost may be left out)")
+        valid_from = _instant(rule.valid_from, zone)
+        valid_until = _instant(rule.valid_until, zone)
+        if valid_from and valid_until and valid_until <= valid_from:
+            at(("rules", i, "valid_until"), "valid_until must be after valid_from")
+        if rule.earn is not None:
+            kind: Kind = "base" if rule.earn.kind == "per_currency_unit" else rule.earn.kind  # type: ignore[assignment]
+            amount = {"base": rule.earn.per_currency_unit, "multiplier": rule.earn.multiplier,
+                      "points": Decimal(rule.earn.points) if rule.earn.points is not None else None}[kind]
+        else:
+            kind, amount = "stamp", None
+        lim = rule.limit
+        checked.append(CheckedRule(
+            index=i, id=rule.id, kind=kind, per_item=per_item, stacking=rule.stacking,
+            when=when, where=where, amount=amount,
+            stamp_card=rule.stamp.card if rule.stamp else None, stamp_count=count,
+            stamp_reward_at=rule.stamp.reward_at if rule.stamp else None,
+            stamp_reward=rule.stamp.reward if rule.stamp else None,
+            per_member=lim.per_member if lim else None, per_day=lim.per_day if lim else None,
+            per_transaction=lim.per_transaction if lim else None, budget=rule.budget,
+            valid_from=valid_from, valid_until=valid_until,
+            partners=frozenset(rule.partners) if rule.partners is not None else None,
+            outlets=frozenset(rule.outlets) if rule.outlets is not None else None,
+        ))
+    if issues:
+        raise ProgramError(_sorted(issues))
+    minor = Decimal(1).scaleb(-_MINOR_DIGITS.get(document.currency, 2))
+    return CheckedProgram(document, tuple(checked), zone, minor, digest_of(document))
+
+
+def _instant(value: datetime | date | None, zone: ZoneInfo) -> datetime | None:
+    """A plain date means the start of that day in the program's timezone."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.combine(value, time(0), tzinfo=zone)
+
+
+def _hint(word: str, choices: tuple[str, ...]) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else None
+
+
+def _sorted(issues: list[Issue]) -> list[Issue]:
+    return sorted(issues, key=lambda i: (i.line is None, i.line or 0, i.column or 0))
+
+
+def load_program(text: str) -> CheckedProgram:
+    """Parse, validate and check YAML or JSON text: the one call a caller needs."""
+    data, source = doc.parse_text(text)
+    return check_program(doc.load_document(data, source), source)
+
+
+def load_program_data(data: Any) -> CheckedProgram:
+    """Validate and check an already-parsed document (a dict from JSON or Python)."""
+    return check_program(doc.load_document(data))
