@@ -1,0 +1,1 @@
+"""Cards: printed numbers with a check digit, signed QR tokens, QR images and printable batches."""
