@@ -69,7 +69,7 @@ FIELDS: dict[str, dict[str, Field]] = {
         "tier": Field(STRING, "_tier", "current tier name ('' without tiers)"),
         "points": Field(NUMBER, "member.points", "available points before this transaction"),
         "visits": Field(NUMBER, "member.visits", "purchases before this one"),
-        "days_since_last_visit": Field(NUMBER, "_days_since_last_visit", "whole days; 100000 if never"),
+        "days_since_last_visit": Field(NUMBER, "_days_since_last_visit", "whole days; 0 on a first visit"),
         "days_since_enrolled": Field(NUMBER, "_days_since_enrolled", "whole days since enrolment"),
         "tags": Field(list_of(STRING), "member.tags", "segments the member belongs to"),
     },
@@ -87,8 +87,8 @@ FIELDS: dict[str, dict[str, Field]] = {
 #: Context roots readable only inside ``for_each: item`` rules.
 ITEM_ONLY_ROOTS = frozenset({"item"})
 
-#: What ``days_since_last_visit`` reads when the member never visited.
-NEVER_DAYS = 100_000
+#: What ``days_since_last_visit`` reads on a first visit: a newcomer is not "coming back".
+NEVER_DAYS = 0
 
 
 @dataclass(frozen=True, slots=True)
