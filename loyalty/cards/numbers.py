@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import re
 
+from loyalty.cards.errors import InvalidCardNumber
+
+__all__ = [
+    "CARD_NUMBER_LENGTH",
+    "InvalidCardNumber",
+    "format_card_number",
+    "luhn_check_digit",
+    "luhn_valid",
+    "make_card_number",
+    "parse_card_number",
+]
+
 #: Digits of a printed card number, check digit included (the length of a payment card: familiar to
 #: cashiers and to till keypads).
 CARD_NUMBER_LENGTH = 16
 
 _SEPARATORS = re.compile(r"[\s\-]")
+# ASCII only: str.isdigit() also accepts "²" (int() refuses it) and "١٢٣" (a number that would never
+# match the stored one).
+_DIGITS = re.compile(r"[0-9]+")
 
 
-class InvalidCardNumber(ValueError):
-    """A typed card number is malformed or its check digit does not match."""
+def _is_digits(text: str) -> bool:
+    return _DIGITS.fullmatch(text) is not None
 
 
 def luhn_check_digit(payload: str) -> str:
@@ -33,12 +48,12 @@ def luhn_check_digit(payload: str) -> str:
 
 
 def luhn_valid(number: str) -> bool:
-    return number.isdigit() and luhn_check_digit(number[:-1]) == number[-1]
+    return _is_digits(number) and luhn_check_digit(number[:-1]) == number[-1]
 
 
 def make_card_number(prefix: str, serial: int, length: int = CARD_NUMBER_LENGTH) -> str:
     """``prefix`` (digits), ``serial`` zero-padded to fill, then the check digit."""
-    if not prefix.isdigit():
+    if not _is_digits(prefix):
         raise ValueError("card prefix must be digits")
     width = length - len(prefix) - 1
     if width < 1 or serial < 0 or serial >= 10**width:
@@ -50,7 +65,7 @@ def make_card_number(prefix: str, serial: int, length: int = CARD_NUMBER_LENGTH)
 def parse_card_number(text: str, length: int = CARD_NUMBER_LENGTH) -> str:
     """Normalise a typed number (spaces and dashes allowed) and verify it; raise InvalidCardNumber."""
     digits = _SEPARATORS.sub("", text)
-    if not digits.isdigit() or len(digits) != length:
+    if not _is_digits(digits) or len(digits) != length:
         raise InvalidCardNumber(f"a card number has {length} digits")
     if not luhn_valid(digits):
         raise InvalidCardNumber("card number check digit does not match: please retype it")
