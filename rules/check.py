@@ -110,7 +110,7 @@ class Checker:
         self.issues.append(self.loc.issue(message, node, hint))
 
     def text(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.loc.text, node) or ""
+        return ast.get_source_segment(self.loc.flat, node) or ""
 
     def check(self, node: ast.expr) -> Node:
         handler = _HANDLERS.get(type(node))
@@ -230,7 +230,8 @@ class Checker:
         if isinstance(operand, Const):
             value = operand.value
             assert isinstance(value, Decimal)
-            return Const(NUMBER, text, -value if op == "-" else value)
+            # copy_negate is exact; unary minus would round to the caller's decimal context.
+            return Const(NUMBER, text, value.copy_negate() if op == "-" else value)
         return Neg(NUMBER, text, operand) if op == "-" else operand
 
     def binop(self, node: ast.BinOp) -> Node:
@@ -310,7 +311,7 @@ class Checker:
                 self.issues.append(self.loc.issue(f"unknown tier {lit.value!r}", None,
                                                   _suggest(lit.value, self.tiers) or
                                                   f"tiers are {', '.join(self.tiers)}",
-                                                  line=1, col=self.loc.text.find(lit.text)))
+                                                  col=self.loc.flat.find(lit.text)))
 
     # -- calls --------------------------------------------------------------------------------------
 

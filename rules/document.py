@@ -9,6 +9,7 @@ column of the offending value.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class Tiers(_Model):
         if self.levels[0].min != 0:
             raise ValueError("the first tier level must have min: 0 so every member has a tier")
         mins = [level.min for level in self.levels]
-        if any(b <= a for a, b in zip(mins, mins[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(mins)):
             raise ValueError("tier levels must be listed with strictly increasing min")
         names = [level.name for level in self.levels]
         if len(set(names)) != len(names):
@@ -137,13 +138,22 @@ class Rule(_Model):
     partners: list[Code] | None = Field(default=None, max_length=1000)
     outlets: list[Code] | None = Field(default=None, max_length=10_000)
 
+    @field_validator("valid_from", "valid_until", mode="before")
+    @classmethod
+    def _plain_date(cls, value: Any) -> Any:
+        # pydantic would read "2026-05-01" (JSON has no date type) as a naive midnight datetime.
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            return date.fromisoformat(value.strip())
+        return value
+
     @model_validator(mode="after")
     def _shape(self) -> Rule:
         if (self.earn is None) == (self.stamp is None):
             raise ValueError("a rule needs exactly one effect: earn or stamp")
         if self.where is not None and self.for_each != "item":
             raise ValueError("where filters items; use it with for_each: item (or use when)")
-        if "stacking" in self.model_fields_set and (self.earn is None or self.earn.multiplier is None):
+        # The default may be spelled out (a dumped document does), anything else needs a multiplier.
+        if self.stacking != "additive" and (self.earn is None or self.earn.multiplier is None):
             raise ValueError("stacking applies only to multiplier rules")
         for name in ("valid_from", "valid_until"):
             value = getattr(self, name)
@@ -204,13 +214,15 @@ class Source:
 
     def where(self, path: tuple[str | int, ...], *, key: bool = False) -> Position | None:
         table = self.keys if key else self.values
-        while path:
+        # A missing field is reported at the mapping that lacks it (for the root: the document start).
+        while True:
             if path in table:
                 return table[path]
             if key and path in self.values:
                 return self.values[path]
+            if not path:
+                return None
             path = path[:-1]
-        return None
 
 
 EMPTY_SOURCE = Source("", {}, {})
@@ -273,17 +285,19 @@ def parse_text(text: str) -> tuple[Any, Source]:
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.splitlines()
         src = lines[line - 1] if line and 0 < line <= len(lines) else None
-        raise ProgramError([Issue(f"syntax error: {problem}", line=line, column=column, source_line=src)]) from exc
+        issue = Issue(f"syntax error: {problem}", line=line, column=column, source_line=src)
+        raise ProgramError([issue]) from exc
     except yaml.YAMLError as exc:
         raise ProgramError([Issue(f"syntax error: {exc}")]) from exc
     if node is None:
         raise ProgramError([Issue("the document is empty")])
+    data: Any = None
     if text.lstrip().startswith(("{", "[")):
         try:
             data = json.loads(text, parse_float=Decimal)
-        except ValueError as exc:
-            raise ProgramError([Issue(f"syntax error: {exc}")]) from exc
-    else:
+        except ValueError:
+            data = None  # not JSON after all: a YAML flow mapping such as {program: X, ...}
+    if data is None:
         constructor = yaml.SafeLoader("")
         try:
             data = constructor.construct_document(node)
@@ -335,7 +349,9 @@ def format_path(path: tuple[str | int, ...]) -> str:
 def issues_from_validation(exc: ValidationError, source: Source) -> list[Issue]:
     issues: list[Issue] = []
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "constrained"))))
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "constrained")))
+        )
         # Union members show up as extra loc parts ("int", "str"); keep only real document keys.
         loc = tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
         kind = err["type"]

@@ -10,7 +10,10 @@ How a transaction's points add up (DESIGN "The program document"):
   3. the member's tier ``earn_multiplier`` scales what steps 1-2 gave;
   4. fixed ``points`` are added, never multiplied;
   5. ``limit`` caps how often a rule applies, ``budget`` caps the points it gives (steps 1, 2, 4, while
-     evaluating, items in basket order); the program's rounding applies once to the total.
+     evaluating, items in basket order) and a rule whose budget is used up no longer applies (an
+     exclusive one stops overriding); the program's rounding applies once to the total.
+An application is one item for ``for_each: item`` rules, one transaction for the others (a transaction
+multiplier or base rule counts when it reached at least one item, so an overridden one uses no limit).
 Stamps are counted alongside and never change points.
 """
 
@@ -133,7 +136,7 @@ class RuleExplanation:
 _STATUS = {
     emit.APPLIED: "applied",
     emit.NOT_MATCHED: "not matched",
-    emit.LIMIT_REACHED: "limit reached",
+    emit.LIMIT_REACHED: "limit or budget reached",
     emit.OVERRIDDEN: "overridden by an exclusive multiplier",
     emit.NO_BASE: "no base points to multiply",
     emit.OUTRANKED: "a larger max multiplier applied",
@@ -160,11 +163,12 @@ class Result:
         object.__setattr__(self, "_tm", tm)
         object.__setattr__(self, "_trace", trace)
         object.__setattr__(self, "tier", tier)
+        fixed_total = (sum(fixed) if fixed else 0) + compiled.tx_fixed_points(points)
+        # Every Decimal operation runs in the engine's context, never the caller's global one.
         with localcontext(DECIMAL_CONTEXT):
             exact = sum(bases, _ZERO) * (_ONE + tm)
             rounded = int(exact.quantize(_ONE, rounding=compiled.rounding))
-        fixed_total = (sum(fixed) if fixed else 0) + compiled.tx_fixed_points(points)
-        object.__setattr__(self, "exact", exact + fixed_total)
+            object.__setattr__(self, "exact", exact + fixed_total)
         object.__setattr__(self, "total", rounded + fixed_total)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -177,7 +181,8 @@ class Result:
 
     @property
     def tier_multiplier(self) -> Decimal:
-        return _ONE + self._tm
+        with localcontext(DECIMAL_CONTEXT):
+            return _ONE + self._tm
 
     @cached_property
     def tier_points(self) -> Decimal:
@@ -277,15 +282,17 @@ class Result:
             "tier": self.tier,
             "tier_multiplier": str(self.tier_multiplier),
             "tier_points": str(self.tier_points),
-            "items": [{"index": i.index, "sku": i.sku, "exact": str(i.exact), "points": i.points} for i in self.items],
-            "rules": [{"rule": r.rule, "kind": r.kind, "applications": r.applications, "points": str(r.points)}
-                      for r in self.rules],
+            "items": [{"index": i.index, "sku": i.sku, "exact": str(i.exact), "points": i.points}
+                      for i in self.items],
+            "rules": [{"rule": r.rule, "kind": r.kind, "applications": r.applications,
+                       "points": str(r.points)} for r in self.rules],
             "stamps": dict(self.stamps),
             "rewards_unlocked": list(self.rewards_unlocked),
             "explanation": [
                 {"rule": e.rule, "kind": e.kind, "matched": e.matched, "applications": e.applications,
                  "points": str(e.points), "decided_by": e.decided_by,
-                 "items": [{"index": d.index, "status": d.status, "decided_by": d.decided_by} for d in e.items]}
+                 "items": [{"index": d.index, "status": d.status, "decided_by": d.decided_by}
+                           for d in e.items]}
                 for e in self.explanation
             ],
         }
@@ -304,6 +311,7 @@ class CompiledProgram:
         self.rounding = _ROUNDING[program.document.points.rounding]
         self.source, self._fn, _ = self._build(trace=False)
         self._traced: Any = None
+        self._trace_lock = Lock()
         self.trace_texts: list[str] = []
         stamp_rules = [r for r in program.rules if r.kind == "stamp"]
         self.stamp_cards = tuple(r.stamp_card or "" for r in stamp_rules)
@@ -315,7 +323,8 @@ class CompiledProgram:
         self._default_tier = program.document.tiers.levels[0].name if program.document.tiers else None
 
     def _build(self, trace: bool) -> tuple[str, Any, list[str]]:
-        emitted = emit.emit_program(self.program, trace=trace)
+        with localcontext(DECIMAL_CONTEXT):  # constants such as factor - 1 are computed while emitting
+            emitted = emit.emit_program(self.program, trace=trace)
         filename = f"<rules {self.digest[:12]}{' trace' if trace else ''}>"
         code = compile(emitted.source, filename, "exec")
         namespace: dict[str, Any] = {
@@ -332,7 +341,7 @@ class CompiledProgram:
             "_isdisjoint": _isdisjoint,
             **emitted.namespace,
         }
-        exec(code, namespace)  # noqa: S102 - generated from the checked tree, never from user text
+        exec(code, namespace)  # generated from the checked tree, never from user text
         linecache.cache[filename] = (len(emitted.source), None, emitted.source.splitlines(True), filename)
         return emitted.source, namespace["_evaluate"], emitted.texts
 
@@ -346,12 +355,17 @@ class CompiledProgram:
                  event: Event = DEFAULT_EVENT, *, now: datetime | None = None, explain: bool = False,
                  budgets: Mapping[str, int] | None = None) -> Result:
         """Evaluate one transaction. ``now`` (default: the transaction's time) anchors day counts."""
-        _validate(tx, now)
+        _validate(tx, member, now)
         if member.tier is not None and member.tier not in self._tiers:
             raise EvaluationError(f"member tier {member.tier!r} is not a tier of this program")
         if explain:
             if self._traced is None:
-                _, self._traced, self.trace_texts = self._build(trace=True)
+                with self._trace_lock:
+                    if self._traced is None:
+                        _, traced, texts = self._build(trace=True)
+                        # Texts first: another thread may use the function as soon as it is visible.
+                        self.trace_texts = texts
+                        self._traced = traced
             fn = self._traced
         else:
             fn = self._fn
@@ -360,11 +374,15 @@ class CompiledProgram:
         return Result(self, tx, member, member.tier or self._default_tier, raw)
 
 
-def _validate(tx: Transaction, now: datetime | None) -> None:
+def _validate(tx: Transaction, member: Member, now: datetime | None) -> None:
     if tx.time.tzinfo is None or tx.time.utcoffset() is None:
         raise EvaluationError("transaction time must be timezone-aware")
     if now is not None and (now.tzinfo is None or now.utcoffset() is None):
         raise EvaluationError("now must be timezone-aware")
+    for name in ("last_visit_at", "enrolled_at"):
+        value = getattr(member, name)
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise EvaluationError(f"member.{name} must be timezone-aware")
     if len(tx.items) > MAX_ITEMS:
         raise EvaluationError(f"a basket holds at most {MAX_ITEMS} lines")
     for i, item in enumerate(tx.items):

@@ -105,33 +105,85 @@ _HINTS = {
 
 @dataclass(frozen=True, slots=True)
 class Located:
-    """Maps positions inside a condition's text to positions in the document."""
+    """Maps positions inside a condition's text to positions in the document.
+
+    A condition may span lines in the document (a folded or literal block, a long plain scalar), and
+    YAML may have changed its text on the way (folded line breaks, stripped blanks, quote escapes). The
+    parser works on ``flat``, the text with line breaks turned into spaces, so one character index
+    names a position; :meth:`issue` finds that character in the document by walking both texts.
+    """
 
     text: str
     path: str
     origin: Position | None
+    #: The whole document text, when there is one (YAML or JSON); positions are found in it.
+    document: str = ""
+
+    @property
+    def flat(self) -> str:
+        """The text as one line: same length, line breaks as spaces (a condition is one expression)."""
+        return self.text.replace("\r", " ").replace("\n", " ")
 
     def issue(self, message: str, node: ast.AST | None = None, hint: str | None = None,
               *, line: int | None = None, col: int | None = None) -> Issue:
-        """Build an Issue at ``node`` (or at 1-based ``line``/0-based character ``col`` in the text)."""
-        if node is not None and hasattr(node, "lineno"):
-            line = node.lineno
-            col = byte_to_char(self.text, node.lineno, node.col_offset)
-        line = line or 1
-        col = col or 0
-        src_lines = self.text.splitlines() or [""]
-        doc_line: int | None
-        doc_col: int | None
-        if self.origin is None:
-            doc_line, doc_col = line, col + 1
-        elif self.origin.block:
-            doc_line, doc_col = self.origin.line + line, None
+        """Build an Issue at ``node`` (or at 0-based character ``col`` of the flat text)."""
+        if node is not None and hasattr(node, "col_offset"):
+            col = byte_to_char(self.flat, 1, node.col_offset)
+        col = max(0, min(col or 0, max(len(self.text) - 1, 0)))
+        found = self._in_document(col)
+        if found is not None:
+            doc_line, doc_col, source_line = found
+        elif self.origin is None:
+            doc_line, doc_col, source_line = 1, col + 1, self.flat
         else:
-            doc_line = self.origin.line + line - 1
-            doc_col = (self.origin.column + self.origin.quote + col) if line == 1 else col + 1
-        source_line = src_lines[line - 1] if 0 < line <= len(src_lines) else self.text
+            doc_line, doc_col, source_line = self.origin.line, self.origin.column, self.flat
         return Issue(message=message, path=self.path, line=doc_line, column=doc_col, hint=hint,
                      source_line=source_line)
+
+    def _in_document(self, index: int) -> tuple[int, int, str] | None:
+        """(line, column, that line) in the document of character ``index`` of the text, if found."""
+        origin, doc = self.origin, self.document
+        if origin is None or not doc:
+            return None
+        lines = doc.splitlines(keepends=True)
+        if not 0 < origin.line <= len(lines):
+            return None
+        start = sum(len(x) for x in lines[: origin.line - 1])
+        if origin.block:  # the text starts on the line after the | or > indicator
+            start += len(lines[origin.line - 1])
+        else:
+            start += origin.column - 1 + origin.quote
+        opening = doc[start - 1] if origin.quote and start > 0 else ""
+        at = _align(doc, start, self.text, index, single_quoted=opening == "'", double_quoted=opening == '"')
+        if at is None:
+            return None
+        line_start = doc.rfind("\n", 0, at) + 1
+        line_no = doc.count("\n", 0, at) + 1
+        return line_no, at - line_start + 1, lines[line_no - 1].rstrip("\r\n")
+
+
+def _align(doc: str, start: int, text: str, target: int, *,
+           single_quoted: bool, double_quoted: bool) -> int | None:
+    """The offset in ``doc`` of ``text[target]``, walking from ``start`` and skipping what YAML folds.
+
+    Blanks and line breaks may differ (folding, stripping); every other character must match, allowing
+    for the quote escapes of YAML (``''`` in single quotes, a backslash in double quotes).
+    """
+    d = start
+    for t in range(target + 1):
+        c = text[t]
+        if c.isspace():
+            continue
+        while d < len(doc) and doc[d].isspace():
+            d += 1
+        if d < len(doc) and double_quoted and doc[d] == "\\" and c != "\\":
+            d += 1
+        if d >= len(doc) or doc[d] != c:
+            return None
+        if t == target:
+            return d
+        d += 2 if single_quoted and c == "'" and doc[d : d + 2] == "''" else 1
+    return None
 
 
 def byte_to_char(text: str, lineno: int, byte_offset: int) -> int:
@@ -143,31 +195,34 @@ def byte_to_char(text: str, lineno: int, byte_offset: int) -> int:
 
 
 def parse_expression(loc: Located) -> tuple[ast.expr | None, list[Issue]]:
-    """Parse ``loc.text``; return the expression tree (or None) and every problem found."""
-    text = loc.text
+    """Parse ``loc.text``; return the expression tree (or None) and every problem found.
+
+    Positions in the tree count UTF-8 bytes of ``loc.flat`` on line 1: a condition written over several
+    lines is parsed as one line, as if it were in parentheses.
+    """
+    text = loc.flat
     if len(text) > MAX_EXPRESSION_LENGTH:
         return None, [loc.issue(f"condition is longer than {MAX_EXPRESSION_LENGTH} characters",
                                 hint="split it into several rules")]
     if not text.strip():
         return None, [loc.issue("condition is empty")]
+    shift = len(text) - len(text.lstrip())
     try:
-        tree = ast.parse(text.strip() if "\n" not in text else text, mode="eval")
+        tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        line = exc.lineno or 1
-        col = max((exc.offset or 1) - 1, 0)
-        if "\n" not in text:
-            col += len(text) - len(text.lstrip())
-        return None, [loc.issue(f"syntax error: {exc.msg}", line=line, col=col)]
+        # SyntaxError.offset counts characters (1-based) of the parsed line.
+        col = max((exc.offset or 1) - 1, 0) + shift if (exc.lineno or 1) == 1 else len(text.rstrip())
+        return None, [loc.issue(f"syntax error: {exc.msg}", col=col)]
     except (RecursionError, MemoryError, ValueError) as exc:
         return None, [loc.issue(f"condition cannot be parsed: {type(exc).__name__}")]
-    if "\n" not in text and text != text.strip():
-        # Positions were computed on the stripped text; shift them back.
-        shift = len(text) - len(text.lstrip())
+    if shift:
+        # Positions were computed on the stripped text, in bytes; shift them back.
+        shift_bytes = len(text[:shift].encode("utf-8"))
         for node in ast.walk(tree):
             if hasattr(node, "col_offset"):
-                node.col_offset += shift
+                node.col_offset += shift_bytes
                 if getattr(node, "end_col_offset", None) is not None:
-                    node.end_col_offset += shift
+                    node.end_col_offset += shift_bytes
     issues: list[Issue] = []
     _validate(tree.body, loc, issues, depth=1)
     return (tree.body if not issues else None), issues
@@ -180,7 +235,8 @@ def _validate(node: ast.AST, loc: Located, issues: list[Issue], depth: int) -> N
     kind = type(node)
     if kind not in ALLOWED:
         what = _REFUSED.get(kind, kind.__name__)
-        issues.append(loc.issue(f"{what} is not allowed in a condition", _positioned(node, loc), _HINTS.get(kind)))
+        issues.append(loc.issue(f"{what} is not allowed in a condition", _positioned(node, loc),
+                                _HINTS.get(kind)))
         return
     if isinstance(node, ast.Constant):
         _check_constant(node, loc, issues)
@@ -194,9 +250,9 @@ def _validate(node: ast.AST, loc: Located, issues: list[Issue], depth: int) -> N
             issues.append(loc.issue("keyword arguments are not allowed", node, "pass arguments by position"))
             return
         if not isinstance(node.func, ast.Name):
+            # Go on into the callee: a lambda or a dunder in it deserves its own message.
             issues.append(loc.issue("only the built-in functions can be called", node,
                                     "for example weekday(tx.time) or lower(item.category)"))
-            return
     elif isinstance(node, ast.List | ast.Tuple) and len(node.elts) > MAX_LIST:
         issues.append(loc.issue(f"list literal has more than {MAX_LIST} elements", node))
         return

@@ -102,7 +102,7 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                _hint(reward.min_tier, tiers))
 
     def expression(text: str, path: tuple[str | int, ...], *, item_scope: bool, want: Any) -> Node | None:
-        loc = Located(text, doc.format_path(path), source.where(path))
+        loc = Located(text, doc.format_path(path), source.where(path), source.text)
         tree, found = parse_expression(loc)
         if tree is None:
             issues.extend(found)
@@ -112,10 +112,12 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
         return None if found else node
 
     checked: list[CheckedRule] = []
+    cards: dict[str, tuple[int, int, str]] = {}
     for i, rule in enumerate(document.rules):
         per_item = rule.for_each == "item"
         when = expression(rule.when, ("rules", i, "when"), item_scope=False, want=BOOL) if rule.when else None
-        where = expression(rule.where, ("rules", i, "where"), item_scope=True, want=BOOL) if rule.where else None
+        where = (expression(rule.where, ("rules", i, "where"), item_scope=True, want=BOOL)
+                 if rule.where else None)
         count: Node | None = None
         if rule.stamp is not None:
             if isinstance(rule.stamp.count, int):
@@ -138,6 +140,17 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                       "points": Decimal(rule.earn.points) if rule.earn.points is not None else None}[kind]
         else:
             kind, amount = "stamp", None
+        if kind == "multiplier" and rule.stacking == "additive" and amount is not None and amount < 1:
+            # Additive extra parts below zero stack: x0 and x0 on one item would give it negative points.
+            at(("rules", i, "earn", "multiplier"), "an additive multiplier must be at least 1",
+               "use stacking: exclusive (or max) for a multiplier that lowers points")
+        if kind == "stamp" and rule.budget is not None:
+            at(("rules", i, "budget"), "budget caps points, and a stamp rule gives none", "remove the budget")
+        if rule.stamp is not None:
+            first = cards.setdefault(rule.stamp.card, (i, rule.stamp.reward_at, rule.stamp.reward))
+            if first[1:] != (rule.stamp.reward_at, rule.stamp.reward):
+                at(("rules", i, "stamp"), f"stamp card {rule.stamp.card!r} has a different reward_at or "
+                   f"reward in rules[{first[0]}]", "one card fills up one way: give this rule its own card")
         lim = rule.limit
         checked.append(CheckedRule(
             index=i, id=rule.id, kind=kind, per_item=per_item, stacking=rule.stacking,

@@ -108,7 +108,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("days_since", "days_since(datetime or date) -> whole days until the evaluation time"),
         Function("count", "count(list) -> length; count(list, value) -> occurrences of value"),
         Function("sum", "sum(list of numbers) -> number"),
-        Function("any", "any(list of booleans); any(list, list) -> some element of the first is in the second"),
+        Function("any", "any(list of booleans); any(list, list) -> an element of the first is in the second"),
         Function("min", "min(list of numbers) or min(a, b, ...)"),
         Function("max", "max(list of numbers) or max(a, b, ...)"),
         Function("lower", "lower(string) -> string in lower case"),
