@@ -25,6 +25,12 @@ OVERRIDDEN = 3
 NO_BASE = 4
 OUTRANKED = 5
 
+#: Item fields the basket loop computes once per item; conditions read these locals instead.
+_ITEM_LOCALS = {"unit_price": "_up", "amount": "_amt"}
+#: The same money fields in integer minor units, for comparisons with constants that are exact in them.
+_IN_MINOR = {"unit_price": "item.unit_price", "amount": "_ac"}
+_ORDERING = frozenset({"<", "<=", ">", ">=", "==", "!="})
+
 
 @dataclass
 class Emitted:
@@ -52,7 +58,8 @@ class _Emitter:
 
     def const(self, value: Any) -> str:
         try:
-            key: tuple[Any, ...] = (type(value), value)
+            # str() too: Decimal("1") == Decimal("1.0"), yet they give results of different exponents.
+            key: tuple[Any, ...] = (type(value), value, str(value))
             hash(key)
         except TypeError:  # a dict table: never shared, keyed by identity
             key = (type(value), id(value))
@@ -83,6 +90,9 @@ class _Emitter:
                 return "True" if node.value else "False"
             return self.const(node.value)
         if isinstance(node, ir.FieldRef):
+            if node.root == "item" and item_var == "item" and node.name in _ITEM_LOCALS:
+                self.uses.add(_ITEM_LOCALS[node.name])
+                return _ITEM_LOCALS[node.name]
             code = FIELDS[node.root][node.name].code
             self._note(code)
             return code.replace("item.", f"{item_var}.") if node.root == "item" else code
@@ -103,6 +113,9 @@ class _Emitter:
         if isinstance(node, ir.Arith):
             return f"({self.expr(node.left, item_var)} {node.op} {self.expr(node.right, item_var)})"
         if isinstance(node, ir.Compare):
+            in_minor = self._in_minor_units(node, item_var)
+            if in_minor is not None:
+                return in_minor
             parts = [self.expr(node.left, item_var)]
             for op, comparator in zip(node.ops, node.comparators, strict=True):
                 if op in ("in", "not in") and isinstance(comparator, ir.ListLit) and all(
@@ -117,14 +130,44 @@ class _Emitter:
             return self.call(node, item_var)
         raise TypeError(f"cannot emit {type(node).__name__}")  # unreachable: the checker built the tree
 
+    def _in_minor_units(self, node: ir.Compare, item_var: str) -> str | None:
+        """``item.unit_price >= 5`` as ``item.unit_price >= 500``: ints, if every constant is exact."""
+        if item_var != "item" or not all(op in _ORDERING for op in node.ops):
+            return None
+        digits = -self.program.minor.adjusted()
+        operands: list[str | int] = []
+        for operand in (node.left, *node.comparators):
+            if isinstance(operand, ir.FieldRef) and operand.root == "item" and operand.name in _IN_MINOR:
+                operands.append(_IN_MINOR[operand.name])
+            elif isinstance(operand, ir.Const) and isinstance(operand.value, Decimal):
+                scaled = operand.value.scaleb(digits)
+                if scaled != scaled.to_integral_value():
+                    return None
+                operands.append(int(scaled))
+            else:
+                return None
+        if all(isinstance(o, int) for o in operands):  # constants only: nothing to gain
+            return None
+        parts = [o if isinstance(o, str) else self.const(o) for o in operands]
+        out = [parts[0]]
+        for op, part in zip(node.ops, parts[1:], strict=True):
+            out += [op, part]
+        return "(" + " ".join(out) + ")"
+
     def _note(self, code: str) -> None:
         for local in ("_tx_total", "_tier", "_days_since_last_visit", "_days_since_enrolled"):
             if local in code:
                 self.uses.add(local)
 
     def call(self, node: ir.Call, item_var: str) -> str:
-        args = [self.expr(a, item_var) for a in node.args]
         f = node.func
+        if f == "any" and len(node.args) == 2:
+            choices = node.args[1]
+            if isinstance(choices, ir.ListLit) and all(isinstance(e, ir.Const) for e in choices.elements):
+                # Some element in a constant list: one frozenset method call, no helper.
+                options = self.const(frozenset(e.value for e in choices.elements))  # type: ignore[attr-defined]
+                return f"(not {options}.isdisjoint({self.expr(node.args[0], item_var)}))"
+        args = [self.expr(a, item_var) for a in node.args]
         if f in ("weekday", "hour", "date"):
             arg = node.args[0]
             if isinstance(arg, ir.FieldRef) and arg.root == "tx" and arg.name == "time":
@@ -226,6 +269,8 @@ class _Emitter:
                     codes.append(self.expr(r.when))
                 if r.limited and not r.per_item:
                     codes.append(f"_l{j} > 0")
+                if r.budget is not None and not r.per_item and r.kind == "points":
+                    codes.append(f"_bl{j} > 0")
                 self.line(d, f"_g{j} = {' and '.join(codes) if codes else 'True'}")
             else:
                 self.line(d, f"_g{j} = True")
@@ -239,6 +284,9 @@ class _Emitter:
                 if r.limited and not r.per_item:
                     self.line(d, f"if _g{j} and _l{j} <= 0:")
                     self.line(d + 1, f"_g{j} = False; _gw{j} = {self.text_id('limit reached')}")
+                if r.budget is not None and not r.per_item and r.kind == "points":
+                    self.line(d, f"if _g{j} and _bl{j} <= 0:")
+                    self.line(d + 1, f"_g{j} = False; _gw{j} = {self.text_id('budget used up')}")
                 self.line(d, f"_T.append(({j}, -1, int(_g{j}), _gw{j}))")
             self.line(d, f"_p{j} = _ZERO" if r.kind in ("base", "multiplier") else f"_p{j} = 0")
             self.line(d, f"_n{j} = 0")
@@ -259,16 +307,14 @@ class _Emitter:
                 assert r.stamp_count is not None
                 self.line(d + 1, f"_s{j} = max(0, int({self.expr(r.stamp_count)}))")
             self.line(d + 1, f"_n{j} = 1")
-        for r in rules:
-            if not r.per_item and r.kind in ("base", "multiplier"):
-                self.line(d, f"_n{r.index} = 1 if _g{r.index} else 0")
 
         base_rules = [r for r in rules if r.kind == "base"]
         multipliers = [r for r in rules if r.kind == "multiplier"]
         exclusive = [r for r in multipliers if r.stacking == "exclusive"]
         additive = [r for r in multipliers if r.stacking == "additive"]
         # Only the largest matching 'max' multiplier applies: test them largest first, first match wins.
-        maxed = sorted((r for r in multipliers if r.stacking == "max"), key=lambda r: (-(r.amount or 0), r.index))
+        maxed = sorted((r for r in multipliers if r.stacking == "max"),
+                       key=lambda r: (-(r.amount or 0), r.index))
         item_points = [r for r in rules if r.per_item and r.kind == "points"]
         item_stamps = [r for r in rules if r.per_item and r.kind == "stamp"]
 
@@ -277,7 +323,9 @@ class _Emitter:
             self.line(d, "_fixed = []")
         self.line(d, "for _i, item in enumerate(_items):")
         d2 = d + 1
-        self.line(d2, "_amt = item.unit_price * item.quantity * _MINOR")
+        self.line(d2, "_ac = item.unit_price * item.quantity")
+        self.line(d2, "_amt = _ac * _MINOR")
+        loop_head = len(body)
         self.line(d2, "_b = _ZERO")
         for r in base_rules:
             self._apply(r, d2, f"_v = _amt * {self.const(r.amount)}", accumulate="_b")
@@ -305,6 +353,9 @@ class _Emitter:
         for r in item_stamps:
             assert r.stamp_count is not None
             self._apply(r, d2, f"_v = max(0, int({self.expr(r.stamp_count)}))", accumulate=None, stamp=True)
+
+        if "_up" in self.uses:
+            body.insert(loop_head, "    " * d2 + "_up = item.unit_price * _MINOR")
 
         # Tier multiplier on what the rules gave (after caps); fixed points are never multiplied.
         if tiers is not None:
@@ -342,7 +393,7 @@ class _Emitter:
             else [f"_g{j}"]
         if not r.per_item and not conds:
             conds = [f"_g{j}"]
-        limit = f"_n{j} < _l{j}" if (r.limited and r.per_item) else None
+        limit = self._cap(r)
         if not self.trace:
             if r.where is not None:
                 conds.append(self.expr(r.where))
@@ -382,8 +433,8 @@ class _Emitter:
             self.line(d, f"_p{j} += _v")
             if accumulate:
                 self.line(d, f"{accumulate} += _v")
-        if r.per_item:
-            self.line(d, f"_n{j} += 1")
+        # An item rule applies once per item; a transaction rule once, however many items it touched.
+        self.line(d, f"_n{j} += 1" if r.per_item else f"_n{j} = 1")
 
     def _budget_clamp(self, r: CheckedRule, d: int) -> None:
         if r.budget is None:
@@ -391,26 +442,39 @@ class _Emitter:
         j = r.index
         self.line(d, f"if _v > _bl{j}:")
         self.line(d + 1, f"_v = _bl{j}")
-        self.line(d, f"_bl{j} -= _v")
+        # A multiplier below 1 gives a negative part: that takes points away, it never refills the budget.
+        self.line(d, "if _v > 0:")
+        self.line(d + 1, f"_bl{j} -= _v")
+
+    def _cap(self, r: CheckedRule) -> str | None:
+        """What must still hold for a rule to apply to one more item: its per-item limit, its budget."""
+        j = r.index
+        caps = []
+        if r.limited and r.per_item:
+            caps.append(f"_n{j} < _l{j}")
+        if r.budget is not None and (r.per_item or r.kind in ("base", "multiplier")):
+            # A rule whose budget is used up no longer applies (an exclusive one no longer overrides).
+            caps.append(f"_bl{j} > 0")
+        return " and ".join(caps) or None
 
     def _multiplier_cond(self, r: CheckedRule) -> tuple[list[str], str | None]:
         j = r.index
         conds = [f"_g{j}"]
         if r.where is not None:
             conds.append(self.expr(r.where))
-        limit = f"_n{j} < _l{j}" if (r.limited and r.per_item) else None
+        limit = self._cap(r)
         if limit:
             conds.append(limit)
         return conds, limit
 
     def _multiplier_effect(self, r: CheckedRule, d: int, assign: str) -> None:
         j = r.index
-        self.line(d, f"_v = _b * {self.const((r.amount or Decimal(1)) - 1)}")
+        assert r.amount is not None  # multiplier 0 is a real factor: never ``r.amount or 1``
+        self.line(d, f"_v = _b * {self.const(r.amount - 1)}")
         self._budget_clamp(r, d)
         self.line(d, f"_p{j} += _v")
         self.line(d, f"_x {assign} _v")
-        if r.per_item:
-            self.line(d, f"_n{j} += 1")
+        self.line(d, f"_n{j} += 1" if r.per_item else f"_n{j} = 1")
 
     def _exclusive_chain(self, exclusive: list[CheckedRule], others: list[CheckedRule], d: int) -> None:
         """The first matching exclusive rule (document order) replaces every other multiplier."""
@@ -431,7 +495,7 @@ class _Emitter:
         for r in exclusive:
             j = r.index
             self.line(d, "if _ex < 0:")
-            limit = f"_n{j} < _l{j}" if (r.limited and r.per_item) else None
+            limit = self._cap(r)
             self._traced(r, d + 1, limit, lambda dd, r=r: (self._multiplier_effect(r, dd, "="),
                                                             self.line(dd, f"_ex = {r.index}")))
             self.line(d, "else:")
@@ -453,7 +517,7 @@ class _Emitter:
                 self.line(d, f"if {' and '.join(conds)}:")
                 self._multiplier_effect(r, d + 1, "+=")
             else:
-                limit = f"_n{r.index} < _l{r.index}" if (r.limited and r.per_item) else None
+                limit = self._cap(r)
                 self._traced(r, d, limit, lambda dd, r=r: self._multiplier_effect(r, dd, "+="))
         if not maxed:
             return
@@ -467,7 +531,7 @@ class _Emitter:
         for r in maxed:
             j = r.index
             self.line(d, "if _mx < 0:")
-            limit = f"_n{j} < _l{j}" if (r.limited and r.per_item) else None
+            limit = self._cap(r)
             self._traced(r, d + 1, limit, lambda dd, r=r: (self._multiplier_effect(r, dd, "+="),
                                                             self.line(dd, f"_mx = {r.index}")))
             self.line(d, "else:")
