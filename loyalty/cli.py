@@ -14,10 +14,10 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from typer.exceptions import TyperException
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 import rules
 from loyalty.baskets import Basket, BasketItem, BasketMember, BasketOutlet

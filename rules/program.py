@@ -191,7 +191,38 @@ def _sorted(issues: list[Issue]) -> list[Issue]:
 def load_program(text: str) -> CheckedProgram:
     """Parse, validate and check YAML or JSON text: the one call a caller needs."""
     data, source = doc.parse_text(text)
-    return check_program(doc.load_document(data, source), source)
+    try:
+        document = doc.load_document(data, source)
+    except ProgramError as exc:
+        # Report the conditions' problems too, so one pass shows every error of the document.
+        raise ProgramError(_sorted([*exc.issues, *_raw_condition_issues(data, source)])) from None
+    return check_program(document, source)
+
+
+def _raw_condition_issues(data: Any, source: doc.Source) -> list[Issue]:
+    """Check the conditions of a document that failed validation, as far as its shape allows."""
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        return []
+    tiers: tuple[str, ...] = ()
+    levels = (data.get("tiers") or {}).get("levels") if isinstance(data.get("tiers"), dict) else None
+    if isinstance(levels, list):
+        tiers = tuple(str(lv["name"]) for lv in levels if isinstance(lv, dict) and "name" in lv)
+    issues: list[Issue] = []
+    for i, rule in enumerate(data["rules"]):
+        if not isinstance(rule, dict):
+            continue
+        item_scope = rule.get("for_each") == "item"
+        for key, scope in (("when", False), ("where", True)):
+            text = rule.get(key)
+            if not isinstance(text, str) or not text.strip():
+                continue
+            path: tuple[str | int, ...] = ("rules", i, key)
+            loc = Located(text, doc.format_path(path), source.where(path), source.text)
+            tree, found = parse_expression(loc)
+            if tree is not None:
+                _, found = check_expression(tree, loc, item_scope=scope and item_scope, want=BOOL, tiers=tiers)
+            issues.extend(found)
+    return issues
 
 
 def load_program_data(data: Any) -> CheckedProgram:

@@ -300,11 +300,14 @@ def test_all_errors_of_a_document_come_in_one_pass() -> None:
 
 
 def test_document_and_expression_errors_are_both_reported() -> None:
-    """Schema errors of the document come first; conditions are checked once the document is valid."""
+    """A document with schema errors still has its conditions checked: one pass reports both."""
     doc = HEAD + "rules:\n  - {id: a, when: tx.totl > 1, earn: {points: 1}, limt: {per_day: 1}}\n"
-    [issue] = issues(doc)
-    assert issue.message == "unknown field 'limt'"
-    assert issue.hint == "did you mean limit?"
+    condition, schema = issues(doc)
+    assert condition.message == "unknown field tx.totl"
+    assert condition.hint == "did you mean tx.total?"
+    assert schema.message == "unknown field 'limt'"
+    assert schema.hint == "did you mean limit?"
+    assert (condition.line, condition.column) < (schema.line, schema.column)
 
 
 # ---------------------------------------------------------------------------------------------------
