@@ -1,0 +1,263 @@
+"""API keys and idempotency records: who may call, and what a retried till request already did.
+
+Keys are high-entropy random secrets, so a fast hash (SHA-256) is the right store: there is nothing
+to brute-force. The key's public part carries its row id, so verifying costs one primary-key lookup
+and a constant-time compare. The secret is returned once, at creation, and never stored.
+
+Idempotency follows the IETF Idempotency-Key draft: the first request with a key claims it (a unique
+row); a retry with the same body gets the stored response, with another body a mismatch error, and
+while the first is still running an in-progress error. Records are kept at least ``IDEMPOTENCY_TTL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from loyalty.db import Database
+from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.models import Base, Id, Outlet, _in
+
+ROLES = ("admin", "marketer", "cashier")
+#: Prefix of every key, so a leaked key is recognisable by secret scanners.
+KEY_PREFIX = "lk"
+#: Retries are answered from the stored response for at least this long (the draft asks for 24 h).
+IDEMPOTENCY_TTL = timedelta(hours=48)
+#: A running claim older than this is considered abandoned (its worker died) and may be retried.
+IDEMPOTENCY_LEASE = timedelta(seconds=60)
+#: Longest Idempotency-Key value accepted.
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class ApiKey(Base):
+    """An API key of one tenant: a role and, for cashiers, the outlet it acts for."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Id, ForeignKey("tenants.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    outlet_id: Mapped[int | None] = mapped_column(Id, ForeignKey("outlets.id"))
+    name: Mapped[str]
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str]
+    revoked_at: Mapped[datetime | None]
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        CheckConstraint("(role = 'cashier') = (outlet_id IS NOT NULL)", name="cashier_has_outlet"),
+        Index(None, "tenant_id", "role"),
+    )
+
+
+class IdempotencyRecord(Base):
+    """The first response to a (key, Idempotency-Key) pair, replayed to retries."""
+
+    __tablename__ = "idempotency_records"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Id, ForeignKey("tenants.id"))
+    api_key_id: Mapped[int] = mapped_column(Id, ForeignKey("api_keys.id"))
+    key: Mapped[str] = mapped_column(String(MAX_IDEMPOTENCY_KEY))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]
+    response: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "key"),
+        Index(None, "expires_at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    tenant_id: int
+    role: str
+    outlet_id: int | None
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A created key; ``secret`` is the full bearer token, shown this once."""
+
+    info: KeyInfo
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _info(row: ApiKey) -> KeyInfo:
+    return KeyInfo(row.id, row.tenant_id, row.role, row.outlet_id, row.name, row.created_at, row.revoked_at)
+
+
+async def create_key(db: Database, tenant_id: int, *, role: str, name: str, actor: str, now: datetime,
+                     outlet_id: int | None = None) -> NewKey:
+    """Create a key; a cashier key needs an outlet of the same tenant, other roles must not have one."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    if (role == "cashier") != (outlet_id is not None):
+        raise InvalidInput("a cashier key needs an outlet; admin and marketer keys act for the whole tenant")
+    secret = secrets.token_urlsafe(32)
+    async with db.write() as session:
+        if outlet_id is not None:
+            found = await session.scalar(
+                select(Outlet.id).where(Outlet.tenant_id == tenant_id, Outlet.id == outlet_id))
+            if found is None:
+                raise NotFound(f"no outlet {outlet_id}")
+        row = ApiKey(tenant_id=tenant_id, role=role, outlet_id=outlet_id, name=name, secret_hash=_hash(secret),
+                     created_at=now, created_by=actor, revoked_at=None)
+        session.add(row)
+        await session.flush()
+        return NewKey(_info(row), f"{KEY_PREFIX}_{row.id}_{secret}")
+
+
+def parse_token(token: str) -> tuple[int, str] | None:
+    """Split ``lk_<id>_<secret>``; None if it cannot be one of our keys (no database work then)."""
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != KEY_PREFIX or not key_id.isdigit() or len(key_id) > 18 or not 20 <= len(secret) <= 100:
+        return None
+    return int(key_id), secret
+
+
+async def verify_key(db: Database, token: str) -> KeyInfo | None:
+    """The key's info if ``token`` is a live key, else None (unknown, wrong secret, revoked)."""
+    parsed = parse_token(token)
+    if parsed is None:
+        return None
+    key_id, secret = parsed
+    async with db.read() as session:
+        row = await session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, _hash(secret)):
+        return None
+    return _info(row)
+
+
+async def list_keys(db: Database, tenant_id: int) -> list[KeyInfo]:
+    async with db.read() as session:
+        rows = await session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.id))
+        return [_info(r) for r in rows]
+
+
+async def revoke_key(db: Database, tenant_id: int, key_id: int, *, now: datetime) -> KeyInfo:
+    async with db.write() as session:
+        row = await session.scalar(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id))
+        if row is None:
+            raise NotFound(f"no API key {key_id}")
+        if row.revoked_at is None:
+            row.revoked_at = now
+            await session.flush()
+        return _info(row)
+
+
+# --------------------------------------------------------------------------------------------------
+# Idempotency
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A stored answer to give again."""
+
+    status_code: int
+    body: str
+
+
+class IdempotencyInProgress(Conflict):
+    """The first request with this Idempotency-Key is still running."""
+
+
+class IdempotencyMismatch(InvalidInput):
+    """This Idempotency-Key was already used with a different request."""
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+
+
+async def claim(db: Database, *, tenant_id: int, api_key_id: int, key: str, fingerprint: str,
+                now: datetime) -> Replay | None:
+    """Claim ``key`` for a new request (returns None), or return the stored answer of the first one.
+
+    The claim commits in its own short transaction, so a concurrent retry sees it at once.
+    """
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+    mine = (IdempotencyRecord.api_key_id == api_key_id) & (IdempotencyRecord.key == key)
+    for _ in range(3):  # a claim that expires between our insert and our read is claimed again
+        try:
+            async with db.write() as session:
+                await session.execute(delete(IdempotencyRecord).where(mine, IdempotencyRecord.expires_at < now))
+                session.add(IdempotencyRecord(
+                    tenant_id=tenant_id, api_key_id=api_key_id, key=key, request_hash=fingerprint,
+                    status_code=None, response=None, created_at=now, expires_at=now + IDEMPOTENCY_TTL))
+            return None
+        except IntegrityError:
+            pass
+        async with db.read() as session:
+            existing = await session.scalar(select(IdempotencyRecord).where(mine))
+        if existing is None:
+            continue
+        if existing.request_hash != fingerprint:
+            raise IdempotencyMismatch("this Idempotency-Key was already used with a different request")
+        if existing.status_code is not None and existing.response is not None:
+            return Replay(existing.status_code, existing.response)
+        if existing.created_at + IDEMPOTENCY_LEASE < now:
+            # The first attempt died without answering: this retry takes over its claim.
+            async with db.write() as session:
+                taken = await session.execute(update(IdempotencyRecord).where(
+                    IdempotencyRecord.id == existing.id, IdempotencyRecord.status_code.is_(None),
+                    IdempotencyRecord.created_at == existing.created_at).values(created_at=now))
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                return None
+        raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
+    raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
+
+
+async def complete(db: Database, *, api_key_id: int, key: str, status_code: int, body: str) -> None:
+    """Store the answer of a claimed request (after its own transaction committed)."""
+    async with db.write() as session:
+        await session.execute(update(IdempotencyRecord).where(
+            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key).values(
+            status_code=status_code, response=body))
+
+
+async def release(db: Database, *, api_key_id: int, key: str) -> None:
+    """Forget a claim whose request failed without an answer worth replaying, so the client may retry."""
+    async with db.write() as session:
+        await session.execute(delete(IdempotencyRecord).where(
+            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key,
+            IdempotencyRecord.status_code.is_(None)))
+
+
+async def purge_expired(db: Database, now: datetime) -> int:
+    async with db.write() as session:
+        result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < now))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+__all__ = ["ApiKey", "IdempotencyRecord", "KeyInfo", "NewKey", "Replay", "claim", "complete", "create_key",
+           "list_keys", "purge_expired", "release", "revoke_key", "verify_key"]

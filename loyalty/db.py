@@ -1,0 +1,116 @@
+"""Engines, sessions and migrations: one :class:`Database` per process, created from a URL.
+
+Every service runs in one database transaction opened here:
+
+* ``db.write()`` for anything that changes rows. On SQLite it starts with ``BEGIN IMMEDIATE`` so the
+  write lock is taken up front: SQLite serialises writers, and taking the lock late (on the first
+  write) is how deferred transactions deadlock or fail with "database is locked" after reading.
+  On PostgreSQL it is a plain READ COMMITTED transaction; services take row locks or use conditional
+  updates where a race could change money-like state.
+* ``db.read()`` for queries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+DEFAULT_URL = "sqlite+aiosqlite:///loyalty.db"
+#: How long a SQLite writer waits for the lock before failing (ms): longer than any single posting.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``LOYALTY_DATABASE_URL``, else the embedded SQLite file."""
+    return url or os.environ.get("LOYALTY_DATABASE_URL") or DEFAULT_URL
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Python's sqlite3 would open transactions on its own; the "begin" hook below does it instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get("loyalty_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url`` with the pragmas and transaction hooks this package relies on."""
+    url = database_url(url)
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+class Database:
+    """An engine and its session factories; services receive this, open one transaction, and return."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._write = async_sessionmaker(engine.execution_options(loyalty_write=True), expire_on_commit=False)
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **kwargs: Any) -> Database:
+        return cls(create_engine(url, **kwargs))
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One read-write transaction: committed when the block ends, rolled back on any exception."""
+        async with self._write() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """One read-only transaction."""
+        async with self._read() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """An Alembic config that finds the migrations inside this package, from any working directory."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Run ``alembic upgrade`` on ``url`` (synchronously; call from a thread inside an event loop)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+async def upgrade_async(url: str | None = None, revision: str = "head") -> None:
+    """:func:`upgrade` from async code: Alembic runs its own event loop, so it gets a thread."""
+    import asyncio
+
+    await asyncio.to_thread(upgrade, url, revision)

@@ -1,0 +1,229 @@
+"""Members and their cards: printing blank card numbers, binding a blank card on first use, blocking.
+
+A card number is checked (length and Luhn digit) before any lookup, so a mistyped number costs no
+query. A blank card becomes a member's card the first time a till uses it; two tills doing that at
+once still bind it to one member (a conditional update decides who wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from loyalty import audit
+from loyalty.cards.numbers import InvalidCardNumber, make_card_number, parse_card_number
+from loyalty.db import Database
+from loyalty.errors import InvalidInput, NotAllowed, NotFound
+from loyalty.models import Card, Member, Tenant
+
+#: Most cards one batch prints: a sheet run for an outlet, not a bulk export.
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    id: int
+    tier: str | None
+    available: int
+    pending: int
+    debt: int
+    visits: int
+    last_visit_at: datetime | None
+    enrolled_at: datetime
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CardView:
+    number: str
+    state: str
+    member_id: int | None
+    outlet_id: int | None
+
+
+def _member_view(m: Member) -> MemberView:
+    return MemberView(
+        m.id, m.tier, m.available, m.pending, m.debt, m.visits, m.last_visit_at, m.enrolled_at, tuple(m.tags)
+    )
+
+
+def card_number(text: str) -> str:
+    """A typed or scanned number, normalised and verified; InvalidInput before any database work."""
+    try:
+        return parse_card_number(text)
+    except InvalidCardNumber as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+async def _new_member(session: AsyncSession, tenant_id: int, now: datetime, tags: Sequence[str] = ()) -> int:
+    member_id = await session.scalar(
+        insert(Member)
+        .values(
+            tenant_id=tenant_id,
+            tier=None,
+            available=0,
+            pending=0,
+            debt=0,
+            visits=0,
+            enrolled_at=now,
+            tags=list(tags),
+        )
+        .returning(Member.id)
+    )
+    assert member_id is not None
+    return member_id
+
+
+async def create_member(
+    db: Database, tenant_id: int, *, now: datetime, tags: Sequence[str] = ()
+) -> MemberView:
+    async with db.write() as s:
+        member_id = await _new_member(s, tenant_id, now, tags)
+    return await get_member(db, tenant_id, member_id)
+
+
+async def get_member(db: Database, tenant_id: int, member_id: int) -> MemberView:
+    async with db.read() as s:
+        member = await s.scalar(select(Member).where(Member.tenant_id == tenant_id, Member.id == member_id))
+    if member is None:
+        raise NotFound(f"member {member_id} not found")
+    return _member_view(member)
+
+
+async def issue_cards(
+    db: Database, tenant_id: int, count: int, *, actor: str, now: datetime, outlet_id: int | None = None
+) -> list[str]:
+    """Print ``count`` blank card numbers (serials continue the tenant's sequence)."""
+    if not 1 <= count <= MAX_BATCH:
+        raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} cards")
+    async with db.write() as s:
+        # The tenant row lock serialises batches of one tenant, so serials never collide.
+        prefix = await s.scalar(select(Tenant.card_prefix).where(Tenant.id == tenant_id).with_for_update())
+        if prefix is None:
+            raise NotFound(f"tenant {tenant_id} not found")
+        start = (await s.scalar(select(func.max(Card.serial)).where(Card.tenant_id == tenant_id)) or 0) + 1
+        numbers = [make_card_number(prefix, serial) for serial in range(start, start + count)]
+        await s.execute(
+            insert(Card),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "member_id": None,
+                    "number": n,
+                    "serial": start + i,
+                    "state": "blank",
+                    "outlet_id": outlet_id,
+                    "created_at": now,
+                }
+                for i, n in enumerate(numbers)
+            ],
+        )
+        await audit.record(
+            s,
+            tenant_id,
+            actor=actor,
+            action="issue_cards",
+            entity="card_batch",
+            entity_id=start,
+            at=now,
+            details={"count": count, "first": numbers[0], "outlet_id": outlet_id},
+        )
+    return numbers
+
+
+async def member_of_card(session: AsyncSession, tenant_id: int, number: str, now: datetime) -> int:
+    """The member a card belongs to, binding a blank card to a new member (in the caller's transaction)."""
+    number = card_number(number)
+    row = (
+        await session.execute(
+            select(Card.id, Card.state, Card.member_id).where(
+                Card.tenant_id == tenant_id, Card.number == number
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound("card not found")
+    card_id, state, member_id = row
+    if state == "blocked":
+        raise NotAllowed("this card is blocked")
+    if state == "active":
+        assert member_id is not None
+        return member_id
+    member_id = await _new_member(session, tenant_id, now)
+    bound = await session.execute(
+        update(Card)
+        .where(Card.id == card_id, Card.state == "blank")
+        .values(state="active", member_id=member_id, activated_at=now)
+    )
+    if bound.rowcount == 1:  # type: ignore[attr-defined]
+        return member_id
+    # Another till bound it first: drop our member (it has no other rows yet) and use theirs.
+    await session.execute(delete(Member).where(Member.id == member_id))
+    winner = await session.scalar(select(Card.member_id).where(Card.id == card_id))
+    assert winner is not None
+    return winner
+
+
+async def resolve_card(db: Database, tenant_id: int, number: str, *, now: datetime) -> MemberView:
+    """What a till sees after scanning: the card's member, created on a blank card's first use."""
+    async with db.write() as s:
+        member_id = await member_of_card(s, tenant_id, number, now)
+    return await get_member(db, tenant_id, member_id)
+
+
+async def get_card(db: Database, tenant_id: int, number: str) -> CardView:
+    number = card_number(number)
+    async with db.read() as s:
+        card = await s.scalar(select(Card).where(Card.tenant_id == tenant_id, Card.number == number))
+    if card is None:
+        raise NotFound("card not found")
+    return CardView(card.number, card.state, card.member_id, card.outlet_id)
+
+
+async def assign_card(
+    db: Database, tenant_id: int, number: str, member_id: int, *, actor: str, now: datetime
+) -> CardView:
+    """Give an existing member a blank card (a replacement for a lost one)."""
+    number = card_number(number)
+    async with db.write() as s:
+        if (
+            await s.scalar(select(Member.id).where(Member.tenant_id == tenant_id, Member.id == member_id))
+            is None
+        ):
+            raise NotFound(f"member {member_id} not found")
+        done = await s.execute(
+            update(Card)
+            .where(Card.tenant_id == tenant_id, Card.number == number, Card.state == "blank")
+            .values(state="active", member_id=member_id, activated_at=now)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise NotAllowed("only a blank card can be assigned")
+        await audit.record(
+            s,
+            tenant_id,
+            actor=actor,
+            action="assign_card",
+            entity="card",
+            entity_id=number,
+            at=now,
+            details={"member_id": member_id},
+        )
+    return await get_card(db, tenant_id, number)
+
+
+async def block_card(db: Database, tenant_id: int, number: str, *, actor: str, now: datetime) -> CardView:
+    number = card_number(number)
+    async with db.write() as s:
+        done = await s.execute(
+            update(Card).where(Card.tenant_id == tenant_id, Card.number == number).values(state="blocked")
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise NotFound("card not found")
+        await audit.record(
+            s, tenant_id, actor=actor, action="block_card", entity="card", entity_id=number, at=now
+        )
+    return await get_card(db, tenant_id, number)

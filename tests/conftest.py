@@ -1,0 +1,100 @@
+"""Database fixtures shared by the test suite: a migrated SQLite file and a throwaway PostgreSQL database.
+
+``database_url`` is parametrized over both databases. PostgreSQL is reached at
+``LOYALTY_TEST_PG`` (default: the local server, user postgres, trust auth); each session creates its
+own ``loyalty_test_<hex>`` database and drops it afterwards. Without a reachable server the
+PostgreSQL cases skip with the reason, except under ``CI=true``, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgresql")
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _pg_unreachable() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        asyncio.run(_pg_admin("SELECT 1"))
+    except Exception as exc:  # any failure to connect means: no PostgreSQL for these tests
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def require_postgresql() -> None:
+    """Skip (or, with CI=true, fail) when PostgreSQL is unreachable."""
+    reason = _pg_unreachable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _async_url(admin: str, name: str) -> str:
+    base, _, _ = admin.rpartition("/")
+    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from loyalty.db import upgrade
+
+    path: Path = tmp_path_factory.mktemp("sqlite") / "loyalty.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    from loyalty.db import upgrade
+
+    require_postgresql()
+    name = f"loyalty_test_{secrets.token_hex(6)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        url = _async_url(PG_ADMIN_URL, name)
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of each kind (shared by the session: tests isolate by tenant)."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database (no tables) of the kind given by indirect parametrization."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    require_postgresql()
+    name = f"loyalty_test_{secrets.token_hex(6)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _async_url(PG_ADMIN_URL, name)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,118 @@
+"""Races on PostgreSQL with real parallel connections: money-like operations stay exact."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+import pytest
+
+from loyalty import adjustments, jobs, members, redemptions, transactions
+from loyalty.db import Database
+from loyalty.errors import InsufficientPoints
+
+from .conftest import NOW, basket, make_world
+from .invariants import assert_books_balance
+
+
+@pytest.fixture
+def pg(postgresql_url: str, runner: asyncio.Runner):  # type: ignore[no-untyped-def]
+    database = Database.from_url(postgresql_url, pool_size=25, max_overflow=40)
+    yield database
+    runner.run(database.dispose())
+
+
+async def test_fifty_concurrent_redemptions_against_three_covered(pg: Database) -> None:
+    """50 concurrent redemptions of a 300-point reward against 900 points: exactly 3 succeed."""
+    world = await make_world(pg)
+    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    for _ in range(3):  # three lots, so draws cross lots too
+        await adjustments.adjust(pg, world.tenant_id, member, 300, reason="setup", actor="t", now=NOW)
+
+    async def attempt() -> bool:
+        try:
+            await redemptions.redeem(pg, world.tenant_id, member, "COFFEE", now=NOW)
+        except InsufficientPoints:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert sum(outcomes) == 3
+    assert (await members.get_member(pg, world.tenant_id, member)).available == 0
+    await assert_books_balance(pg, world.tenant_id)
+
+
+async def test_twenty_concurrent_posts_of_one_receipt_book_once(pg: Database) -> None:
+    """20 concurrent posts of the same external id create one transaction and one set of points."""
+    world = await make_world(pg)
+    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    postings = await asyncio.gather(
+        *(
+            transactions.post_transaction(
+                pg,
+                world.tenant_id,
+                outlet_id=world.outlet_id,
+                external_id="same",
+                occurred_at=NOW,
+                items=basket(("BREAD", 1000, 1)),
+                member_id=member,
+                now=NOW,
+            )
+            for _ in range(20)
+        )
+    )
+    assert len({p.transaction_id for p in postings}) == 1
+    assert sum(not p.replayed for p in postings) == 1
+    assert await transactions.transaction_count(pg, world.tenant_id) == 1
+    assert (await members.get_member(pg, world.tenant_id, member)).pending == 10
+    await assert_books_balance(pg, world.tenant_id)
+
+
+async def test_expiry_job_twice_at_once_expires_each_lot_once(pg: Database) -> None:
+    """Two expiry runs at the same time expire every lot exactly once."""
+    world = await make_world(pg)
+    ids = [(await members.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(20)]
+    for member in ids:
+        await adjustments.adjust(pg, world.tenant_id, member, 100, reason="setup", actor="t", now=NOW)
+    later = datetime(2025, 6, 30, tzinfo=UTC)
+    first, second = await asyncio.gather(
+        jobs.expire_lots(pg, world.tenant_id, now=later), jobs.expire_lots(pg, world.tenant_id, now=later)
+    )
+    assert sorted([first.lots, second.lots]) == [0, 20]
+    assert first.points + second.points == 2000
+    await assert_books_balance(pg, world.tenant_id)
+
+
+async def test_redemptions_racing_expiry_and_refunds_keep_books(pg: Database) -> None:
+    """Redemptions, refunds and an expiry run interleaving on the same members leave balanced books."""
+    world = await make_world(pg)
+    ids = [(await members.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(5)]
+    postings = []
+    for i, member in enumerate(ids):
+        await adjustments.adjust(pg, world.tenant_id, member, 600, reason="setup", actor="t", now=NOW)
+        postings.append(
+            await transactions.post_transaction(
+                pg,
+                world.tenant_id,
+                outlet_id=world.outlet_id,
+                external_id=f"p{i}",
+                occurred_at=NOW,
+                items=basket(("BREAD", 20_000, 1)),
+                member_id=member,
+                now=NOW,
+            )
+        )
+    later = datetime(2025, 5, 31, 22, 0, tzinfo=UTC)
+
+    async def redeem(member: int) -> None:
+        with contextlib.suppress(InsufficientPoints):
+            await redemptions.redeem(pg, world.tenant_id, member, "COFFEE", now=later)
+
+    await asyncio.gather(
+        *(redeem(m) for m in ids for _ in range(3)),
+        *(transactions.refund(pg, world.tenant_id, p.transaction_id, now=later) for p in postings),
+        jobs.expire_lots(pg, world.tenant_id, now=later),
+        jobs.release_pending(pg, world.tenant_id, now=later),
+    )
+    await assert_books_balance(pg, world.tenant_id)
