@@ -66,8 +66,16 @@ class Basket(_Strict):
 
     def engine_member(self) -> Member:
         m = self.member
-        return Member(id=m.id, tier=m.tier, points=m.points, visits=m.visits, last_visit_at=m.last_visit_at,
-                      enrolled_at=m.enrolled_at, tags=tuple(m.tags), stamps=dict(m.stamps))
+        return Member(
+            id=m.id,
+            tier=m.tier,
+            points=m.points,
+            visits=m.visits,
+            last_visit_at=m.last_visit_at,
+            enrolled_at=m.enrolled_at,
+            tags=tuple(m.tags),
+            stamps=dict(m.stamps),
+        )
 
     def engine_outlet(self) -> Outlet:
         return Outlet(self.outlet.id, self.outlet.partner, tuple(self.outlet.tags))

@@ -1,0 +1,179 @@
+"""Admin endpoints: partners, outlets, API keys, members and cards, jobs, reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
+
+from api import schemas
+from api.auth import requires
+from api.context import actor, caller, db_of, now_of
+from loyalty import access, adjustments, balances, jobs, members, programs, reports, tenants
+from loyalty.calendar import add_months, local_month, month_start
+
+
+class AdminController(Controller):
+    path = "/v1/admin"
+    tags = ["admin"]
+    guards = [requires("admin")]
+
+    # -- partners and outlets ---------------------------------------------------------------------
+
+    @post("/partners", operation_id="createPartner", status_code=201)
+    async def create_partner(
+        self, request: Request[Any, Any, Any], data: JSONBody[schemas.PartnerCreate]
+    ) -> tenants.PartnerView:
+        principal = await caller(request)
+        return await tenants.create_partner(
+            db_of(request),
+            principal.tenant_id,
+            code=data.code,
+            name=data.name,
+            actor=actor(principal),
+            now=now_of(request),
+        )
+
+    @post("/outlets", operation_id="createOutlet", status_code=201)
+    async def create_outlet(
+        self, request: Request[Any, Any, Any], data: JSONBody[schemas.OutletCreate]
+    ) -> tenants.OutletView:
+        principal = await caller(request)
+        return await tenants.create_outlet(
+            db_of(request),
+            principal.tenant_id,
+            partner_id=data.partner_id,
+            code=data.code,
+            name=data.name,
+            actor=actor(principal),
+            now=now_of(request),
+            tags=data.tags,
+        )
+
+    @get("/outlets", operation_id="listOutlets")
+    async def list_outlets(self, request: Request[Any, Any, Any]) -> list[tenants.OutletView]:
+        principal = await caller(request)
+        return await tenants.list_outlets(db_of(request), principal.tenant_id)
+
+    # -- API keys -----------------------------------------------------------------------------------
+
+    @post("/keys", operation_id="createApiKey", status_code=201)
+    async def create_key(
+        self, request: Request[Any, Any, Any], data: JSONBody[schemas.KeyCreate]
+    ) -> access.NewKey:
+        """Create a key; the response holds its secret, shown this once and stored only as a hash."""
+        principal = await caller(request)
+        return await access.create_key(
+            db_of(request),
+            principal.tenant_id,
+            role=data.role,
+            name=data.name,
+            actor=actor(principal),
+            now=now_of(request),
+            outlet_id=data.outlet_id,
+        )
+
+    @get("/keys", operation_id="listApiKeys")
+    async def list_keys(self, request: Request[Any, Any, Any]) -> list[access.KeyInfo]:
+        principal = await caller(request)
+        return await access.list_keys(db_of(request), principal.tenant_id)
+
+    @post("/keys/{key_id:int}/revocation", operation_id="revokeApiKey", status_code=200)
+    async def revoke_key(self, request: Request[Any, Any, Any], key_id: FromPath[int]) -> access.KeyInfo:
+        principal = await caller(request)
+        return await access.revoke_key(db_of(request), principal.tenant_id, key_id, now=now_of(request))
+
+    # -- members and cards ----------------------------------------------------------------------------
+
+    @get("/members/{member_id:int}", operation_id="getMember")
+    async def member(self, request: Request[Any, Any, Any], member_id: FromPath[int]) -> dict[str, Any]:
+        principal = await caller(request)
+        db = db_of(request)
+        return {
+            "member": await members.get_member(db, principal.tenant_id, member_id),
+            "balance": await balances.balance(db, principal.tenant_id, member_id, now=now_of(request)),
+        }
+
+    @get("/cards/{number:str}", operation_id="getCard")
+    async def card(
+        self, request: Request[Any, Any, Any], number: Annotated[str, PathParameter(max_length=40)]
+    ) -> members.CardView:
+        """Find a card (and so its member) by its printed number."""
+        principal = await caller(request)
+        return await members.get_card(db_of(request), principal.tenant_id, number)
+
+    @post("/cards/{number:str}/block", operation_id="blockCard", status_code=200)
+    async def block(
+        self, request: Request[Any, Any, Any], number: Annotated[str, PathParameter(max_length=40)]
+    ) -> members.CardView:
+        principal = await caller(request)
+        return await members.block_card(
+            db_of(request), principal.tenant_id, number, actor=actor(principal), now=now_of(request)
+        )
+
+    @post("/members/{member_id:int}/adjustments", operation_id="adjustPoints", status_code=201)
+    async def adjust(
+        self,
+        request: Request[Any, Any, Any],
+        member_id: FromPath[int],
+        data: JSONBody[schemas.AdjustmentCreate],
+    ) -> adjustments.AdjustmentResult:
+        """Add or remove points by hand, with a reason; recorded with the key that did it."""
+        principal = await caller(request)
+        return await adjustments.adjust(
+            db_of(request),
+            principal.tenant_id,
+            member_id,
+            data.points,
+            reason=data.reason,
+            actor=actor(principal),
+            now=now_of(request),
+        )
+
+    # -- jobs and reports -----------------------------------------------------------------------------
+
+    @post("/jobs/{kind:str}", operation_id="runJob", status_code=200)
+    async def run_job(
+        self, request: Request[Any, Any, Any], kind: FromPath[Literal["pending", "expiry", "tiers", "all"]]
+    ) -> list[jobs.JobResult]:
+        """Run a job now: pending points become available, lots expire, tiers are re-evaluated."""
+        principal = await caller(request)
+        db, now, tenant = db_of(request), now_of(request), principal.tenant_id
+        if kind == "pending":
+            return [await jobs.release_pending(db, tenant, now=now)]
+        if kind == "expiry":
+            return [await jobs.expire_lots(db, tenant, now=now)]
+        if kind == "tiers":
+            return [await jobs.evaluate_tiers(db, tenant, now=now)]
+        return await jobs.run_all(db, tenant, now=now)
+
+    @get("/reports/liability", operation_id="reportLiability")
+    async def liability(self, request: Request[Any, Any, Any]) -> reports.Liability:
+        principal = await caller(request)
+        return await reports.liability(db_of(request), principal.tenant_id)
+
+    @get("/reports/monthly", operation_id="reportMonthly")
+    async def monthly(
+        self,
+        request: Request[Any, Any, Any],
+        months: Annotated[int, QueryParameter(ge=1, le=reports.MAX_MONTHS)] = 12,
+    ) -> list[reports.MonthMovements]:
+        """Points issued, reversed, redeemed, expired and adjusted per month, the last ``months`` months."""
+        principal = await caller(request)
+        db, now = db_of(request), now_of(request)
+        zone = (await programs.current(db, principal.tenant_id, now)).program.zone
+        year, month = add_months(*local_month(now, zone), -(months - 1))
+        return await reports.movements(
+            db, principal.tenant_id, since=month_start(year, month, zone), months=months, now=now
+        )
+
+    @get("/reports/partners", operation_id="reportPartners")
+    async def partners(
+        self, request: Request[Any, Any, Any], since: FromQuery[datetime], until: FromQuery[datetime]
+    ) -> list[reports.PartnerSettlement]:
+        """Per-partner settlement: sales, points issued there and rewards redeemed there."""
+        principal = await caller(request)
+        start, end = schemas.aware(since, "since"), schemas.aware(until, "until")
+        return await reports.settlement(db_of(request), principal.tenant_id, since=start, until=end)

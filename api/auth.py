@@ -1,0 +1,107 @@
+"""Who is calling: ``Authorization: Bearer <key>`` -> a Principal (tenant, role, outlet), and role guards.
+
+Keys are verified by the domain layer (stored hashed). A verified key is remembered for a few seconds
+per process so that a till's requests do not each cost a key lookup; revocation therefore takes
+effect within ``KEY_CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from api.problems import FORBIDDEN, UNAUTHORIZED, Problem
+
+#: How long a verified key is trusted without asking the database again.
+KEY_CACHE_SECONDS = 5.0
+#: Verified keys remembered per process.
+KEY_CACHE_SIZE = 10_000
+
+ROLES = ("admin", "marketer", "cashier")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: a key of one tenant with one role; a cashier key is bound to one outlet."""
+
+    tenant_id: int
+    key_id: int
+    role: str
+    outlet_id: int | None = None
+
+
+Authenticator = Callable[[str], Awaitable[Principal | None]]
+
+
+class KeyCache:
+    """A small TTL cache in front of the authenticator."""
+
+    def __init__(self, authenticate: Authenticator, ttl: float = KEY_CACHE_SECONDS) -> None:
+        self._authenticate = authenticate
+        self._ttl = ttl
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    async def __call__(self, token: str) -> Principal | None:
+        now = time.monotonic()
+        hit = self._entries.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await self._authenticate(token)
+        if principal is None:
+            self._entries.pop(token, None)
+            return None
+        self._entries[token] = (now + self._ttl, principal)
+        self._entries.move_to_end(token)
+        while len(self._entries) > KEY_CACHE_SIZE:
+            self._entries.popitem(last=False)
+        return principal
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            UNAUTHORIZED,
+            "send Authorization: Bearer <api key>",
+            headers={"WWW-Authenticate": 'Bearer realm="loyalty"'},
+        )
+    return token.strip()
+
+
+async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """Resolve (once per request) the caller's Principal, or raise 401."""
+    cached = connection.scope.get("state", {}).get("principal")
+    if isinstance(cached, Principal):
+        return cached
+    authenticate: Authenticator = connection.app.state.authenticate
+    principal = await authenticate(bearer_token(connection))
+    if principal is None:
+        raise Problem(
+            UNAUTHORIZED,
+            "unknown or revoked API key",
+            headers={"WWW-Authenticate": 'Bearer realm="loyalty", error="invalid_token"'},
+        )
+    connection.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+def requires(
+    *roles: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
+    """A guard: the caller's key must have one of ``roles`` (admin keys may do what marketers may)."""
+    allowed = set(roles)
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await principal_of(connection)
+        if principal.role not in allowed:
+            raise Problem(FORBIDDEN, f"a {principal.role} key may not call this endpoint")
+
+    guard.__name__ = f"requires_{'_'.join(roles)}"
+    return guard

@@ -1,0 +1,36 @@
+"""What handlers need from the running app: the database, the clock, the secrets, the caller."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Request
+
+from api.auth import Principal, principal_of
+from loyalty.db import Database
+from loyalty.secrets import Secrets
+
+
+def db_of(request: Request[Any, Any, Any]) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def now_of(request: Request[Any, Any, Any]) -> datetime:
+    now: datetime = request.app.state.clock()
+    return now
+
+
+def secrets_of(request: Request[Any, Any, Any]) -> Secrets:
+    secrets: Secrets = request.app.state.secrets
+    return secrets
+
+
+async def caller(request: Request[Any, Any, Any]) -> Principal:
+    return await principal_of(request)
+
+
+def actor(principal: Principal) -> str:
+    """How changes are attributed in the audit log."""
+    return f"{principal.role}-key:{principal.key_id}"

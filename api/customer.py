@@ -1,0 +1,44 @@
+"""Customer endpoints: the card's signed token is the credential, so a member sees only their own card."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.params import PathParameter, QueryParameter
+
+from api.context import db_of, now_of, secrets_of
+from loyalty import balances, lookup
+
+#: Customer tokens are short; anything longer is refused before it is decoded.
+MAX_TOKEN = 120
+
+
+async def _member(request: Request[Any, Any, Any], token: str) -> tuple[int, int]:
+    tenant_id, card_id = lookup.verify_customer_token(token, secrets_of(request), now=now_of(request))
+    return tenant_id, await lookup.card_member(db_of(request), tenant_id, card_id)
+
+
+class CustomerController(Controller):
+    path = "/v1/cards/{token:str}"
+    tags = ["customer"]
+
+    @get("/balance", operation_id="customerBalance")
+    async def balance(
+        self, request: Request[Any, Any, Any], token: Annotated[str, PathParameter(max_length=MAX_TOKEN)]
+    ) -> balances.Balance:
+        """Balance, pending and expiring points by month, tier progress, stamp cards, rewards in reach."""
+        tenant_id, member_id = await _member(request, token)
+        return await balances.balance(db_of(request), tenant_id, member_id, now=now_of(request))
+
+    @get("/history", operation_id="customerHistory")
+    async def history(
+        self,
+        request: Request[Any, Any, Any],
+        token: Annotated[str, PathParameter(max_length=MAX_TOKEN)],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        before: Annotated[int | None, QueryParameter(ge=1, le=2**62)] = None,
+    ) -> balances.HistoryPage:
+        """The member's movements, newest first; pass ``next_before`` as ``before`` for the next page."""
+        tenant_id, member_id = await _member(request, token)
+        return await balances.history(db_of(request), tenant_id, member_id, limit=limit, before=before)

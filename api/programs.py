@@ -1,0 +1,161 @@
+"""Marketer endpoints: validate as you type, drafts, simulation, backtest, publishing, rule report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+import rules
+from api import schemas
+from api.auth import requires
+from api.context import actor, caller, db_of, now_of
+from api.problems import INVALID, UNSUPPORTED, Problem
+from loyalty import backtest, programs
+
+#: A program document is a few kB; this also bounds the YAML parser's work.
+MAX_DOCUMENT_BYTES = 512 * 1024
+DOCUMENT_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/plain", "application/json")
+
+
+async def read_document(request: Request[Any, Any, Any]) -> str:
+    """The raw body as text; the engine parses YAML and JSON alike and reports positions for both."""
+    media = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
+    if media not in DOCUMENT_TYPES:
+        raise Problem(UNSUPPORTED, "send the document as application/yaml or application/json")
+    body = await request.body()
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(UNSUPPORTED, "the document must be UTF-8 text") from None
+
+
+def summary(program: rules.CheckedProgram) -> dict[str, Any]:
+    doc = program.document
+    return {
+        "program": doc.program,
+        "digest": program.digest,
+        "rules": [r.id for r in doc.rules],
+        "rewards": [r.code for r in doc.rewards],
+        "tiers": [t.name for t in doc.tiers.levels] if doc.tiers else [],
+    }
+
+
+def _period(since: Any, until: Any) -> None:
+    if until <= since:
+        raise Problem(INVALID, "until must be after since")
+
+
+class ProgramController(Controller):
+    path = "/v1/program"
+    tags = ["marketer"]
+    guards = [requires("marketer", "admin")]
+
+    @post(
+        "/validate",
+        operation_id="validateProgramDocument",
+        status_code=200,
+        request_max_body_size=MAX_DOCUMENT_BYTES,
+    )
+    async def validate(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Check a document without saving it (the editor calls this as the marketer types)."""
+        return summary(rules.load_program(await read_document(request)))
+
+    @get("/", operation_id="getPublishedProgram")
+    async def published(self, request: Request[Any, Any, Any]) -> programs.VersionView:
+        """The version in force now."""
+        principal = await caller(request)
+        priced = await programs.current(db_of(request), principal.tenant_id, now_of(request))
+        return await programs.get_version(db_of(request), principal.tenant_id, priced.version_id)
+
+    @get("/versions", operation_id="listProgramVersions")
+    async def versions(self, request: Request[Any, Any, Any]) -> list[programs.VersionView]:
+        principal = await caller(request)
+        return await programs.list_versions(db_of(request), principal.tenant_id)
+
+    @get("/versions/{version_id:int}", operation_id="getProgramVersion")
+    async def version(
+        self, request: Request[Any, Any, Any], version_id: FromPath[int]
+    ) -> programs.VersionView:
+        principal = await caller(request)
+        return await programs.get_version(db_of(request), principal.tenant_id, version_id)
+
+    @post("/drafts", operation_id="saveDraft", status_code=201, request_max_body_size=MAX_DOCUMENT_BYTES)
+    async def save_draft(self, request: Request[Any, Any, Any]) -> programs.VersionView:
+        """Save the draft (YAML or JSON body); errors come back as a 422 with line, column and hint."""
+        principal = await caller(request)
+        return await programs.save_draft(
+            db_of(request),
+            principal.tenant_id,
+            await read_document(request),
+            actor=actor(principal),
+            now=now_of(request),
+        )
+
+    @post("/versions/{version_id:int}/simulations", operation_id="simulateVersion", status_code=200)
+    async def simulate(
+        self,
+        request: Request[Any, Any, Any],
+        version_id: FromPath[int],
+        data: JSONBody[schemas.SimulationRequest],
+    ) -> dict[str, Any]:
+        """Evaluate a basket against a version (a draft, typically) with the full explanation."""
+        principal = await caller(request)
+        version = await programs.get_version(db_of(request), principal.tenant_id, version_id)
+        program = programs.checked(version.digest, version.document)
+        b = data.basket
+        result = rules.evaluate(
+            program, b.transaction(), b.engine_member(), b.engine_outlet(), b.engine_event(), explain=True
+        )
+        return result.as_dict()
+
+    @post("/versions/{version_id:int}/backtests", operation_id="backtestVersion", status_code=200)
+    async def backtest(
+        self, request: Request[Any, Any, Any], version_id: FromPath[int], data: JSONBody[schemas.Period]
+    ) -> backtest.BacktestReport:
+        """Replay stored purchases of a period against a version and compare with what was booked."""
+        _period(data.since, data.until)
+        principal = await caller(request)
+        version = await programs.get_version(db_of(request), principal.tenant_id, version_id)
+        return await backtest.backtest(
+            db_of(request),
+            principal.tenant_id,
+            programs.checked(version.digest, version.document),
+            since=data.since,
+            until=data.until,
+        )
+
+    @post("/versions/{version_id:int}/publications", operation_id="publishVersion", status_code=200)
+    async def publish(
+        self,
+        request: Request[Any, Any, Any],
+        version_id: FromPath[int],
+        data: JSONBody[schemas.PublishRequest],
+    ) -> programs.VersionView:
+        """Publish a draft from ``valid_from``; published versions never change."""
+        principal = await caller(request)
+        return await programs.publish(
+            db_of(request),
+            principal.tenant_id,
+            version_id,
+            actor=actor(principal),
+            now=now_of(request),
+            valid_from=data.valid_from,
+        )
+
+    @get("/rule-points", operation_id="pointsPerRule")
+    async def rule_points(
+        self,
+        request: Request[Any, Any, Any],
+        since: Annotated[datetime, QueryParameter(description="ISO instant with offset")],
+        until: Annotated[datetime, QueryParameter(description="ISO instant with offset")],
+    ) -> list[Any]:
+        """Points earned per rule over a period, from the stored evaluations."""
+        principal = await caller(request)
+        start, end = schemas.aware(since, "since"), schemas.aware(until, "until")
+        _period(start, end)
+        return list(
+            await backtest.points_per_rule(db_of(request), principal.tenant_id, since=start, until=end)
+        )

@@ -1,0 +1,125 @@
+"""API fixtures: two tenants with a published program, outlets, cards and a key for every role.
+
+The app runs in Litestar's TestClient (its own event loop and its own database engine); the world is
+built beforehand through the domain services in a separate event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from loyalty import access, lookup, members, programs, tenants
+from loyalty.cards.qr import card_url
+from loyalty.cards.tokens import sign_token
+from loyalty.db import Database
+from loyalty.secrets import Secrets, init_secrets, load_secrets
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = (ROOT / "examples" / "kaffeehaus.yaml").read_text()
+BASE_URL = "https://bonus.example.com"
+
+
+@dataclass
+class Tenant:
+    """One tenant as the tests see it."""
+
+    id: int
+    outlet_id: int
+    other_outlet_id: int
+    keys: dict[str, str]
+    other_cashier: str
+    #: Printed numbers of blank cards; the first one is activated (``member_id``).
+    cards: list[str]
+    card_ids: dict[str, int]
+    member_id: int
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, role: str = "cashier", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}", **extra}
+
+    @property
+    def card(self) -> str:
+        return self.cards[0]
+
+    @property
+    def token(self) -> str:
+        return self.tokens[self.card]
+
+
+async def build_tenant(url: str, secrets: Secrets, code: str) -> Tenant:
+    db = Database.from_url(url)
+    now = datetime.now(UTC)
+    try:
+        t = await tenants.create_tenant(db, code=code, name=f"Tenant {code}", card_prefix="6012", now=now)
+        draft = await programs.save_draft(db, t.id, PROGRAM, actor="test", now=now)
+        await programs.publish(db, t.id, draft.id, actor="test", now=now, valid_from=now)
+        partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="test", now=now)
+        outlet = await tenants.create_outlet(
+            db, t.id, partner_id=partner.id, code="cafe-1", name="Café 1", actor="test", now=now
+        )
+        other = await tenants.create_outlet(
+            db, t.id, partner_id=partner.id, code="cafe-2", name="Café 2", actor="test", now=now
+        )
+        keys = {}
+        for role in ("admin", "marketer"):
+            keys[role] = (
+                await access.create_key(db, t.id, role=role, name=role, actor="test", now=now)
+            ).secret
+        keys["cashier"] = (
+            await access.create_key(
+                db, t.id, role="cashier", name="till", actor="test", now=now, outlet_id=outlet.id
+            )
+        ).secret
+        other_cashier = (
+            await access.create_key(
+                db, t.id, role="cashier", name="till 2", actor="test", now=now, outlet_id=other.id
+            )
+        ).secret
+        cards = await members.issue_cards(db, t.id, 4, actor="test", now=now, outlet_id=outlet.id)
+        ids = await lookup.card_ids(db, t.id, cards)
+        member = await members.resolve_card(db, t.id, cards[0], now=now)
+        ring = secrets.ring(t.id)
+        tokens = {n: sign_token(ring, ids[n], now=now) for n in cards}
+        return Tenant(t.id, outlet.id, other.id, keys, other_cashier, cards, ids, member.id, tokens)
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
+    return load_secrets(init_secrets(tmp_path_factory.mktemp("secrets") / "secrets.json"))
+
+
+_counter = iter(range(1, 10**6))
+
+
+@dataclass
+class Api:
+    client: TestClient[Any]
+    a: Tenant
+    b: Tenant
+    url: str
+
+
+@pytest.fixture
+def api(database_url: str, secrets: Secrets) -> Iterator[Api]:
+    """A running app on one database, with two fresh tenants A and B."""
+    n = next(_counter)
+    a = asyncio.run(build_tenant(database_url, secrets, f"a{n}"))
+    b = asyncio.run(build_tenant(database_url, secrets, f"b{n}"))
+    app = create_app(database_url=database_url, secrets=secrets, key_cache_seconds=0, rate_limit=10_000)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Api(client, a, b, database_url)
+
+
+def scan_url(token: str) -> str:
+    return card_url(BASE_URL, token)
