@@ -81,8 +81,11 @@ class TillController(Controller):
                 card_number=number,
                 channel=data.channel,
             )
-            balance = await balances.balance(db, principal.tenant_id, posting.member_id, now=now)
-            return {"transaction": posting, "balance": balance}
+            # The member's new figures; the full balance view (expiring, rewards) is what a lookup is for.
+            return {
+                "transaction": posting,
+                "balance": await members.get_member(db, principal.tenant_id, posting.member_id),
+            }
 
         return await idempotent(request, run)
 
@@ -105,7 +108,7 @@ class TillController(Controller):
             )
             return {
                 "refund": result,
-                "balance": await balances.balance(db, principal.tenant_id, result.member_id, now=now),
+                "balance": await members.get_member(db, principal.tenant_id, result.member_id),
             }
 
         return await idempotent(request, run)
@@ -133,7 +136,7 @@ class TillController(Controller):
             )
             return {
                 "redemption": result,
-                "balance": await balances.balance(db, principal.tenant_id, card.member_id, now=now),
+                "balance": await members.get_member(db, principal.tenant_id, card.member_id),
             }
 
         return await idempotent(request, run)

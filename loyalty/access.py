@@ -16,6 +16,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -28,7 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loyalty.db import Database
@@ -112,8 +113,16 @@ def _info(row: ApiKey) -> KeyInfo:
     return KeyInfo(row.id, row.tenant_id, row.role, row.outlet_id, row.name, row.created_at, row.revoked_at)
 
 
-async def create_key(db: Database, tenant_id: int, *, role: str, name: str, actor: str, now: datetime,
-                     outlet_id: int | None = None) -> NewKey:
+async def create_key(
+    db: Database,
+    tenant_id: int,
+    *,
+    role: str,
+    name: str,
+    actor: str,
+    now: datetime,
+    outlet_id: int | None = None,
+) -> NewKey:
     """Create a key; a cashier key needs an outlet of the same tenant, other roles must not have one."""
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
@@ -123,11 +132,20 @@ async def create_key(db: Database, tenant_id: int, *, role: str, name: str, acto
     async with db.write() as session:
         if outlet_id is not None:
             found = await session.scalar(
-                select(Outlet.id).where(Outlet.tenant_id == tenant_id, Outlet.id == outlet_id))
+                select(Outlet.id).where(Outlet.tenant_id == tenant_id, Outlet.id == outlet_id)
+            )
             if found is None:
                 raise NotFound(f"no outlet {outlet_id}")
-        row = ApiKey(tenant_id=tenant_id, role=role, outlet_id=outlet_id, name=name, secret_hash=_hash(secret),
-                     created_at=now, created_by=actor, revoked_at=None)
+        row = ApiKey(
+            tenant_id=tenant_id,
+            role=role,
+            outlet_id=outlet_id,
+            name=name,
+            secret_hash=_hash(secret),
+            created_at=now,
+            created_by=actor,
+            revoked_at=None,
+        )
         session.add(row)
         await session.flush()
         return NewKey(_info(row), f"{KEY_PREFIX}_{row.id}_{secret}")
@@ -194,12 +212,19 @@ class IdempotencyMismatch(InvalidInput):
     """This Idempotency-Key was already used with a different request."""
 
 
+def _insert_if_new(dialect: str) -> Any:
+    table = IdempotencyRecord.__table__
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return insert.on_conflict_do_nothing(index_elements=["api_key_id", "key"])
+
+
 def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
 
 
-async def claim(db: Database, *, tenant_id: int, api_key_id: int, key: str, fingerprint: str,
-                now: datetime) -> Replay | None:
+async def claim(
+    db: Database, *, tenant_id: int, api_key_id: int, key: str, fingerprint: str, now: datetime
+) -> Replay | None:
     """Claim ``key`` for a new request (returns None), or return the stored answer of the first one.
 
     The claim commits in its own short transaction, so a concurrent retry sees it at once.
@@ -207,19 +232,33 @@ async def claim(db: Database, *, tenant_id: int, api_key_id: int, key: str, fing
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
     mine = (IdempotencyRecord.api_key_id == api_key_id) & (IdempotencyRecord.key == key)
-    for _ in range(3):  # a claim that expires between our insert and our read is claimed again
-        try:
-            async with db.write() as session:
-                await session.execute(delete(IdempotencyRecord).where(mine, IdempotencyRecord.expires_at < now))
-                session.add(IdempotencyRecord(
-                    tenant_id=tenant_id, api_key_id=api_key_id, key=key, request_hash=fingerprint,
-                    status_code=None, response=None, created_at=now, expires_at=now + IDEMPOTENCY_TTL))
+    row = {
+        "tenant_id": tenant_id,
+        "api_key_id": api_key_id,
+        "key": key,
+        "request_hash": fingerprint,
+        "status_code": None,
+        "response": None,
+        "created_at": now,
+        "expires_at": now + IDEMPOTENCY_TTL,
+    }
+    for _ in range(3):  # an expired record is removed and the key claimed again
+        async with db.write() as session:
+            # One statement: the unique (api key, key) index decides who claimed first.
+            claimed = await session.scalar(
+                _insert_if_new(db.dialect).values(row).returning(IdempotencyRecord.id)
+            )
+        if claimed is not None:
             return None
-        except IntegrityError:
-            pass
         async with db.read() as session:
             existing = await session.scalar(select(IdempotencyRecord).where(mine))
         if existing is None:
+            continue
+        if existing.expires_at < now:
+            async with db.write() as session:
+                await session.execute(
+                    delete(IdempotencyRecord).where(mine, IdempotencyRecord.expires_at < now)
+                )
             continue
         if existing.request_hash != fingerprint:
             raise IdempotencyMismatch("this Idempotency-Key was already used with a different request")
@@ -228,9 +267,15 @@ async def claim(db: Database, *, tenant_id: int, api_key_id: int, key: str, fing
         if existing.created_at + IDEMPOTENCY_LEASE < now:
             # The first attempt died without answering: this retry takes over its claim.
             async with db.write() as session:
-                taken = await session.execute(update(IdempotencyRecord).where(
-                    IdempotencyRecord.id == existing.id, IdempotencyRecord.status_code.is_(None),
-                    IdempotencyRecord.created_at == existing.created_at).values(created_at=now))
+                taken = await session.execute(
+                    update(IdempotencyRecord)
+                    .where(
+                        IdempotencyRecord.id == existing.id,
+                        IdempotencyRecord.status_code.is_(None),
+                        IdempotencyRecord.created_at == existing.created_at,
+                    )
+                    .values(created_at=now)
+                )
             if taken.rowcount == 1:  # type: ignore[attr-defined]
                 return None
         raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
@@ -240,17 +285,23 @@ async def claim(db: Database, *, tenant_id: int, api_key_id: int, key: str, fing
 async def complete(db: Database, *, api_key_id: int, key: str, status_code: int, body: str) -> None:
     """Store the answer of a claimed request (after its own transaction committed)."""
     async with db.write() as session:
-        await session.execute(update(IdempotencyRecord).where(
-            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key).values(
-            status_code=status_code, response=body))
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key)
+            .values(status_code=status_code, response=body)
+        )
 
 
 async def release(db: Database, *, api_key_id: int, key: str) -> None:
     """Forget a claim whose request failed without an answer worth replaying, so the client may retry."""
     async with db.write() as session:
-        await session.execute(delete(IdempotencyRecord).where(
-            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key,
-            IdempotencyRecord.status_code.is_(None)))
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.api_key_id == api_key_id,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.status_code.is_(None),
+            )
+        )
 
 
 async def purge_expired(db: Database, now: datetime) -> int:
@@ -259,5 +310,18 @@ async def purge_expired(db: Database, now: datetime) -> int:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-__all__ = ["ApiKey", "IdempotencyRecord", "KeyInfo", "NewKey", "Replay", "claim", "complete", "create_key",
-           "list_keys", "purge_expired", "release", "revoke_key", "verify_key"]
+__all__ = [
+    "ApiKey",
+    "IdempotencyRecord",
+    "KeyInfo",
+    "NewKey",
+    "Replay",
+    "claim",
+    "complete",
+    "create_key",
+    "list_keys",
+    "purge_expired",
+    "release",
+    "revoke_key",
+    "verify_key",
+]

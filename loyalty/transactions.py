@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -207,6 +208,29 @@ _UPDATE_MEMBER = (
 )
 
 
+class _OutletCache:
+    """What rules see of an outlet (code, partner, tags), remembered per process: it is read on every
+    posting and changes rarely. An edit reaches postings within ``OUTLET_CACHE_SECONDS``."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[int, int], tuple[float, rules.Outlet]] = {}
+
+    def get(self, key: tuple[int, int]) -> rules.Outlet | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: tuple[int, int], outlet: rules.Outlet) -> rules.Outlet:
+        if len(self._entries) > 100_000:  # bounded: forget everything rather than grow without end
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, outlet)
+        return outlet
+
+
+OUTLET_CACHE_SECONDS = 60.0
+_outlets = _OutletCache(OUTLET_CACHE_SECONDS)
+
+
 async def _post(
     s: AsyncSession,
     dialect: str,
@@ -220,10 +244,14 @@ async def _post(
     channel: str,
 ) -> Posting:
     conn = await s.connection()
-    row = (await conn.execute(_OUTLET, {"tenant": tenant_id, "outlet": outlet_id})).first()
-    if row is None:
-        raise NotFound(f"outlet {outlet_id} not found")
-    outlet = rules.Outlet(id=row[0], partner=row[1], tags=tuple(row[2]))
+    outlet = _outlets.get((tenant_id, outlet_id))
+    if outlet is None:
+        row = (await conn.execute(_OUTLET, {"tenant": tenant_id, "outlet": outlet_id})).first()
+        if row is None:
+            raise NotFound(f"outlet {outlet_id} not found")
+        outlet = _outlets.put(
+            (tenant_id, outlet_id), rules.Outlet(id=row[0], partner=row[1], tags=tuple(row[2]))
+        )
     priced = await programs.version_at(s, tenant_id, occurred_at)
     program = priced.program
     policy = program.document.points
