@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
 
 from api import schemas
 from api.auth import requires
-from api.context import actor, caller, db_of, now_of
-from loyalty import access, adjustments, balances, jobs, members, programs, reports, tenants
+from api.context import actor, caller, db_of, now_of, secrets_of
+from loyalty import access, adjustments, balances, batches, jobs, members, programs, reports, tenants
 from loyalty.calendar import add_months, local_month, month_start
 
 
@@ -177,3 +177,32 @@ class AdminController(Controller):
         principal = await caller(request)
         start, end = schemas.aware(since, "since"), schemas.aware(until, "until")
         return await reports.settlement(db_of(request), principal.tenant_id, since=start, until=end)
+
+
+class CardBatchController(Controller):
+    """Blank cards for outlets, and their printable sheets."""
+
+    path = "/v1/admin/card-batches"
+    tags = ["admin"]
+    guards = [requires("admin")]
+
+    @post("/", operation_id="orderCardBatch", status_code=201)
+    async def order(self, request: Request[Any, Any, Any], data: JSONBody[schemas.CardBatchCreate]) -> batches.BatchView:
+        """Issue N blank cards (for an outlet); print them from /v1/admin/card-batches/{id}/sheet."""
+        principal = await caller(request)
+        return await batches.order_batch(db_of(request), principal.tenant_id, data.count, actor=actor(principal),
+                                         now=now_of(request), outlet_id=data.outlet_id)
+
+    @get("/", operation_id="listCardBatches")
+    async def list_batches(self, request: Request[Any, Any, Any]) -> list[batches.BatchView]:
+        principal = await caller(request)
+        return await batches.list_batches(db_of(request), principal.tenant_id)
+
+    @get("/{batch_id:int}/sheet", operation_id="cardBatchSheet", media_type="application/pdf")
+    async def sheet(self, request: Request[Any, Any, Any], batch_id: FromPath[int]) -> Response[bytes]:
+        """The A4 PDF of the batch: a grid of cards with program name, QR, number and cut marks."""
+        principal = await caller(request)
+        pdf = await batches.batch_pdf(db_of(request), secrets_of(request), principal.tenant_id, batch_id,
+                                      now=now_of(request))
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="cards-batch-{batch_id}.pdf"'})

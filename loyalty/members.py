@@ -18,7 +18,7 @@ from loyalty import audit
 from loyalty.cards.numbers import InvalidCardNumber, make_card_number, parse_card_number
 from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
-from loyalty.models import Card, Member, Tenant
+from loyalty.models import CardBatch, Card, Member, Tenant
 
 #: Most cards one batch prints: a sheet run for an outlet, not a bulk export.
 MAX_BATCH = 10_000
@@ -121,6 +121,16 @@ async def issue_cards(
                 }
                 for i, n in enumerate(numbers)
             ],
+        )
+        s.add(
+            CardBatch(
+                tenant_id=tenant_id,
+                outlet_id=outlet_id,
+                first_serial=start,
+                count=count,
+                created_at=now,
+                created_by=actor,
+            )
         )
         await audit.record(
             s,

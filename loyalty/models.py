@@ -257,6 +257,23 @@ class Card(Base):
     )
 
 
+class CardBatch(Base):
+    """An order of blank cards for printing: the serials ``first_serial`` .. ``first_serial + count - 1``."""
+
+    __tablename__ = "card_batches"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    outlet_id: Mapped[int | None] = mapped_column(Id, ForeignKey("outlets.id"))
+    first_serial: Mapped[int]
+    count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str]
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "first_serial"),
+        CheckConstraint("count > 0", name="count_positive"),
+    )
+
+
 class Transaction(Base):
     """A posted purchase: what the till sent, what it earned, and the program version that priced it."""
 
