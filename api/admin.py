@@ -187,11 +187,19 @@ class CardBatchController(Controller):
     guards = [requires("admin")]
 
     @post("/", operation_id="orderCardBatch", status_code=201)
-    async def order(self, request: Request[Any, Any, Any], data: JSONBody[schemas.CardBatchCreate]) -> batches.BatchView:
+    async def order(
+        self, request: Request[Any, Any, Any], data: JSONBody[schemas.CardBatchCreate]
+    ) -> batches.BatchView:
         """Issue N blank cards (for an outlet); print them from /v1/admin/card-batches/{id}/sheet."""
         principal = await caller(request)
-        return await batches.order_batch(db_of(request), principal.tenant_id, data.count, actor=actor(principal),
-                                         now=now_of(request), outlet_id=data.outlet_id)
+        return await batches.order_batch(
+            db_of(request),
+            principal.tenant_id,
+            data.count,
+            actor=actor(principal),
+            now=now_of(request),
+            outlet_id=data.outlet_id,
+        )
 
     @get("/", operation_id="listCardBatches")
     async def list_batches(self, request: Request[Any, Any, Any]) -> list[batches.BatchView]:
@@ -202,7 +210,11 @@ class CardBatchController(Controller):
     async def sheet(self, request: Request[Any, Any, Any], batch_id: FromPath[int]) -> Response[bytes]:
         """The A4 PDF of the batch: a grid of cards with program name, QR, number and cut marks."""
         principal = await caller(request)
-        pdf = await batches.batch_pdf(db_of(request), secrets_of(request), principal.tenant_id, batch_id,
-                                      now=now_of(request))
-        return Response(pdf, media_type="application/pdf",
-                        headers={"Content-Disposition": f'inline; filename="cards-batch-{batch_id}.pdf"'})
+        pdf = await batches.batch_pdf(
+            db_of(request), secrets_of(request), principal.tenant_id, batch_id, now=now_of(request)
+        )
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="cards-batch-{batch_id}.pdf"'},
+        )

@@ -18,7 +18,7 @@ from loyalty import audit
 from loyalty.cards.numbers import InvalidCardNumber, make_card_number, parse_card_number
 from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
-from loyalty.models import CardBatch, Card, Member, Tenant
+from loyalty.models import Card, CardBatch, Member, Tenant
 
 #: Most cards one batch prints: a sheet run for an outlet, not a bulk export.
 MAX_BATCH = 10_000
