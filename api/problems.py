@@ -158,7 +158,15 @@ def _from_validation(exc: ValidationException) -> Response[dict[str, Any]]:
 
 def _from_http(exc: HTTPException) -> Response[dict[str, Any]]:
     kind = _BY_STATUS.get(exc.status_code) or ProblemType(exc.status_code, "http-error", "HTTP error")
-    return problem_response(kind, str(exc.detail), headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 429:
+        # The limiter sends the IETF RateLimit headers; clients and proxies also expect Retry-After.
+        reset = headers.get("RateLimit-Reset", "1")
+        headers["Retry-After"] = str(max(1, int(reset))) if reset.isdigit() else "1"
+        return problem_response(
+            kind, "too many requests for this key; retry after the given seconds", headers=headers
+        )
+    return problem_response(kind, str(exc.detail), headers=headers)
 
 
 #: Exception type -> translation. Order matters only in that subclasses must come first.

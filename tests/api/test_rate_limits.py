@@ -1,0 +1,30 @@
+"""Rate limits per API key: a 429 problem with Retry-After, and other keys unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar.testing import TestClient
+
+from api.app import create_app
+
+from .conftest import build_tenant
+
+
+def test_a_key_over_its_limit_gets_429_with_retry_after(sqlite_url: str, secrets) -> None:  # type: ignore[no-untyped-def]
+    """Past the per-second limit a key gets 429 problem JSON with Retry-After; another key still works."""
+    t = asyncio.run(build_tenant(sqlite_url, secrets, "rl"))
+    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=5, key_cache_seconds=0)
+    with TestClient(app) as client:
+        statuses = [
+            client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code
+            for _ in range(8)
+        ]
+        assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+        limited = client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers())
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["retry-after"]) >= 0
+        assert limited.json()["type"].endswith("rate-limited")
+        other = client.get("/v1/admin/reports/liability", headers=t.headers("admin"))
+        assert other.status_code == 200
