@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from rules import schema
 from rules.errors import Issue
@@ -138,8 +140,11 @@ class Checker:
     def name(self, node: ast.Name) -> Node:
         roots = list(schema.FIELDS)
         if node.id in schema.FIELDS:
-            self.error(f"{node.id} is a record; read one of its fields", node,
-                       f"for example {node.id}.{next(iter(schema.FIELDS[node.id]))}")
+            self.error(
+                f"{node.id} is a record; read one of its fields",
+                node,
+                f"for example {node.id}.{next(iter(schema.FIELDS[node.id]))}",
+            )
         elif node.id in schema.FUNCTIONS:
             self.error(f"{node.id} is a function; call it", node, schema.FUNCTIONS[node.id].doc)
         elif node.id in ("true", "false"):
@@ -155,13 +160,17 @@ class Checker:
             root = node.value.id
             fields = schema.FIELDS[root]
             if root in schema.ITEM_ONLY_ROOTS and not self.item_scope:
-                self.error(f"{root}.{node.attr} is only available in rules with for_each: item", node,
-                           "add for_each: item, or read tx.items")
+                self.error(
+                    f"{root}.{node.attr} is only available in rules with for_each: item",
+                    node,
+                    "add for_each: item, or read tx.items",
+                )
                 return Const(ERROR, text, None)
             if node.attr not in fields:
                 hint = _suggest(node.attr, list(fields), f"{root}.")
-                self.error(f"unknown field {root}.{node.attr}", node,
-                           hint or f"{root} has {', '.join(fields)}")
+                self.error(
+                    f"unknown field {root}.{node.attr}", node, hint or f"{root} has {', '.join(fields)}"
+                )
                 return Const(ERROR, text, None)
             return FieldRef(fields[node.attr].type, text, root, node.attr)
         base = self.check(node.value)
@@ -175,8 +184,11 @@ class Checker:
                 return Const(ERROR, text, None)
             element = fields[node.attr].type
             if element.is_list:
-                self.error(f"tx.items.{node.attr} would be a list of lists", node,
-                           "read it per item in a for_each: item rule")
+                self.error(
+                    f"tx.items.{node.attr} would be a list of lists",
+                    node,
+                    "read it per item in a for_each: item rule",
+                )
                 return Const(ERROR, text, None)
             return Project(list_of(element), text, base, node.attr)
         self.error(f"{base.type} has no field {node.attr}", node)
@@ -207,8 +219,11 @@ class Checker:
         values = tuple(self.check(v) for v in node.values)
         for value, src in zip(values, node.values, strict=True):
             if value.type not in (BOOL, ERROR):
-                self.error(f"'{op}' needs true/false on both sides, got {value.type}", src,
-                           "compare it with something, e.g. x > 0")
+                self.error(
+                    f"'{op}' needs true/false on both sides, got {value.type}",
+                    src,
+                    "compare it with something, e.g. x > 0",
+                )
         if any(v.type is not BOOL for v in values):
             return Const(ERROR, self.text(node), None)
         return BoolOp(BOOL, self.text(node), op, values)
@@ -248,8 +263,11 @@ class Checker:
         if op in ("/", "%"):
             # A constant divisor means no division by zero can ever happen while evaluating.
             if not isinstance(right, Const):
-                self.error(f"'{op}' needs a constant number on its right", node.right,
-                           "multiply instead, e.g. a > b * 2 rather than a / b > 2")
+                self.error(
+                    f"'{op}' needs a constant number on its right",
+                    node.right,
+                    "multiply instead, e.g. a > b * 2 rather than a / b > 2",
+                )
                 return Const(ERROR, text, None)
             if right.value == 0:
                 self.error("division by zero", node.right)
@@ -277,8 +295,11 @@ class Checker:
             if b.type == STRING and a.type == STRING:
                 return True
             if not b.type.is_list:
-                self.error(f"'{op}' needs a list (or a string) on its right, got {b.type}", b_src,
-                           'for example item.category in ["bakery", "coffee"]')
+                self.error(
+                    f"'{op}' needs a list (or a string) on its right, got {b.type}",
+                    b_src,
+                    'for example item.category in ["bakery", "coffee"]',
+                )
                 return False
             if b.type.element != a.type:
                 self.error(f"'{op}' looks for {a.type} in a {b.type}", node)
@@ -289,8 +310,9 @@ class Checker:
             self.error(f"'{op}' cannot compare lists", node, "use 'in', any() or count()")
             return False
         if a.type != b.type:
-            self.error(f"cannot compare {a.type} with {b.type} using '{op}'", node,
-                       _compare_hint(a.type, b.type))
+            self.error(
+                f"cannot compare {a.type} with {b.type} using '{op}'", node, _compare_hint(a.type, b.type)
+            )
             return False
         if op not in ("==", "!=") and a.type not in _ORDERED:
             self.error(f"'{op}' does not order {a.type} values", node, "use == or !=")
@@ -308,10 +330,14 @@ class Checker:
         literals = other.elements if isinstance(other, ListLit) else (other,)
         for lit in literals:
             if isinstance(lit, Const) and isinstance(lit.value, str) and lit.value not in self.tiers:
-                self.issues.append(self.loc.issue(f"unknown tier {lit.value!r}", None,
-                                                  _suggest(lit.value, self.tiers) or
-                                                  f"tiers are {', '.join(self.tiers)}",
-                                                  col=self.loc.flat.find(lit.text)))
+                self.issues.append(
+                    self.loc.issue(
+                        f"unknown tier {lit.value!r}",
+                        None,
+                        _suggest(lit.value, self.tiers) or f"tiers are {', '.join(self.tiers)}",
+                        col=self.loc.flat.find(lit.text),
+                    )
+                )
 
     # -- calls --------------------------------------------------------------------------------------
 
@@ -320,12 +346,19 @@ class Checker:
         name = node.func.id
         text = self.text(node)
         if name not in schema.FUNCTIONS:
-            self.error(f"unknown function {name}", node.func,
-                       _suggest(name, list(schema.FUNCTIONS)) or f"functions: {', '.join(schema.FUNCTIONS)}")
+            self.error(
+                f"unknown function {name}",
+                node.func,
+                _suggest(name, list(schema.FUNCTIONS)) or f"functions: {', '.join(schema.FUNCTIONS)}",
+            )
             return Const(ERROR, text, None)
         # ``date("2026-12-24")`` is a date constant, checked now rather than at every evaluation.
-        if name == "date" and len(node.args) == 1 and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        if (
+            name == "date"
+            and len(node.args) == 1
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             try:
                 return Const(DATE, text, date.fromisoformat(node.args[0].value))
             except ValueError:
@@ -404,7 +437,7 @@ def _signature(name: str, args: list[Type]) -> Type | str:
     return f"unknown function {name}"
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[ast.AST], Callable[[Checker, Any], Node]] = {
     ast.Constant: Checker.constant,
     ast.Name: Checker.name,
     ast.Attribute: Checker.attribute,
@@ -418,13 +451,17 @@ _HANDLERS = {
 }
 
 
-def check_expression(tree: ast.expr, loc: Located, *, item_scope: bool, want: Type | None,
-                     tiers: tuple[str, ...] = ()) -> tuple[Node, list[Issue]]:
+def check_expression(
+    tree: ast.expr, loc: Located, *, item_scope: bool, want: Type | None, tiers: tuple[str, ...] = ()
+) -> tuple[Node, list[Issue]]:
     """Type-check one parsed condition; ``want`` is the required result type (BOOL for conditions)."""
     checker = Checker(loc, item_scope=item_scope, tiers=tiers)
     node = checker.check(tree)
     if want is not None and node.type is not ERROR and node.type != want:
-        checker.error(f"this must give {want}, but gives {node.type}", tree,
-                      "compare it, e.g. item.quantity > 1" if want == BOOL else None)
+        checker.error(
+            f"this must give {want}, but gives {node.type}",
+            tree,
+            "compare it, e.g. item.quantity > 1" if want == BOOL else None,
+        )
         node = Const(ERROR, node.text, None)
     return node, checker.issues

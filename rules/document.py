@@ -231,9 +231,9 @@ EMPTY_SOURCE = Source("", {}, {})
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases: a program never needs them."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError(
                 "while reading the program", None, "anchors and aliases are not allowed", event.start_mark
             )
@@ -284,8 +284,8 @@ def parse_text(text: str) -> tuple[Any, Source]:
         column = m.column + 1 if m else None
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.splitlines()
-        src = lines[line - 1] if line and 0 < line <= len(lines) else None
-        issue = Issue(f"syntax error: {problem}", line=line, column=column, source_line=src)
+        offending = lines[line - 1] if line and 0 < line <= len(lines) else None
+        issue = Issue(f"syntax error: {problem}", line=line, column=column, source_line=offending)
         raise ProgramError([issue]) from exc
     except yaml.YAMLError as exc:
         raise ProgramError([Issue(f"syntax error: {exc}")]) from exc

@@ -9,6 +9,7 @@ records, per rule and item, whether it applied and which sub-condition decided i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -118,8 +119,10 @@ class _Emitter:
                 return in_minor
             parts = [self.expr(node.left, item_var)]
             for op, comparator in zip(node.ops, node.comparators, strict=True):
-                if op in ("in", "not in") and isinstance(comparator, ir.ListLit) and all(
-                    isinstance(e, ir.Const) for e in comparator.elements
+                if (
+                    op in ("in", "not in")
+                    and isinstance(comparator, ir.ListLit)
+                    and all(isinstance(e, ir.Const) for e in comparator.elements)
                 ):
                     # Membership in a constant list is a frozenset lookup.
                     parts += [op, self.const(frozenset(e.value for e in comparator.elements))]  # type: ignore[attr-defined]
@@ -175,8 +178,11 @@ class _Emitter:
                 local = "_local"
             else:
                 local = f"{args[0]}.astimezone(_ZONE)"
-            return {"weekday": f"_WEEKDAYS[{local}.weekday()]", "hour": f"{local}.hour",
-                    "date": f"{local}.date()"}[f]
+            return {
+                "weekday": f"_WEEKDAYS[{local}.weekday()]",
+                "hour": f"{local}.hour",
+                "date": f"{local}.date()",
+            }[f]
         if f == "days_since":
             fn = "_days_since" if node.args[0].type == DATETIME else "_days_since_date"
             return f"{fn}({args[0]}, now)"
@@ -210,8 +216,9 @@ class _Emitter:
         self.line(depth, f"{ok} = bool({self.expr(node, item_var)})")
         self.line(depth, f"{why} = {self.text_id(node.text)}")
 
-    def _explain_chain(self, values: list[ir.Node], whole: ir.Node, depth: int, ok: str, why: str,
-                       stop: str, item_var: str) -> None:
+    def _explain_chain(
+        self, values: list[ir.Node], whole: ir.Node, depth: int, ok: str, why: str, stop: str, item_var: str
+    ) -> None:
         first, rest = values[0], values[1:]
         sub_ok = self.tmp()
         self.explain(first, depth, sub_ok, why, item_var)
@@ -231,17 +238,24 @@ class _Emitter:
         """(code, explanation text) for every transaction-level condition of a rule."""
         parts: list[tuple[str, str]] = []
         if rule.valid_from is not None:
-            parts.append((f"tx.time >= {self.const(rule.valid_from)}",
-                          f"valid from {rule.valid_from.isoformat()}"))
+            parts.append(
+                (f"tx.time >= {self.const(rule.valid_from)}", f"valid from {rule.valid_from.isoformat()}")
+            )
         if rule.valid_until is not None:
-            parts.append((f"tx.time < {self.const(rule.valid_until)}",
-                          f"valid until {rule.valid_until.isoformat()}"))
+            parts.append(
+                (f"tx.time < {self.const(rule.valid_until)}", f"valid until {rule.valid_until.isoformat()}")
+            )
         if rule.partners is not None:
-            parts.append((f"outlet.partner in {self.const(rule.partners)}",
-                          "partner in " + ", ".join(sorted(rule.partners))))
+            parts.append(
+                (
+                    f"outlet.partner in {self.const(rule.partners)}",
+                    "partner in " + ", ".join(sorted(rule.partners)),
+                )
+            )
         if rule.outlets is not None:
-            parts.append((f"outlet.id in {self.const(rule.outlets)}",
-                          "outlet in " + ", ".join(sorted(rule.outlets))))
+            parts.append(
+                (f"outlet.id in {self.const(rule.outlets)}", "outlet in " + ", ".join(sorted(rule.outlets)))
+            )
         return parts
 
     def emit(self) -> Emitted:
@@ -259,8 +273,11 @@ class _Emitter:
             j = r.index
             parts = self.gate_parts(r)
             if r.limited:
-                self.line(d, f"_l{j} = _remaining(member, {self.const(r.id)}, {r.per_transaction}, "
-                             f"{r.per_member}, {r.per_day})")
+                self.line(
+                    d,
+                    f"_l{j} = _remaining(member, {self.const(r.id)}, {r.per_transaction}, "
+                    f"{r.per_member}, {r.per_day})",
+                )
             if r.budget is not None:
                 self.line(d, f"_bl{j} = _budget_left(budgets, {self.const(r.id)}, {r.budget})")
             if not trace:
@@ -313,8 +330,9 @@ class _Emitter:
         exclusive = [r for r in multipliers if r.stacking == "exclusive"]
         additive = [r for r in multipliers if r.stacking == "additive"]
         # Only the largest matching 'max' multiplier applies: test them largest first, first match wins.
-        maxed = sorted((r for r in multipliers if r.stacking == "max"),
-                       key=lambda r: (-(r.amount or 0), r.index))
+        maxed = sorted(
+            (r for r in multipliers if r.stacking == "max"), key=lambda r: (-(r.amount or 0), r.index)
+        )
         item_points = [r for r in rules if r.per_item and r.kind == "points"]
         item_stamps = [r for r in rules if r.per_item and r.kind == "stamp"]
 
@@ -364,7 +382,10 @@ class _Emitter:
         else:
             self.line(d, "_tm = _ZERO")
         n = len(rules)
-        tup = lambda prefix: "(" + "".join(f"{prefix}{r.index}, " for r in rules) + ")" if n else "()"  # noqa: E731
+
+        def tup(prefix: str) -> str:
+            return "(" + "".join(f"{prefix}{r.index}, " for r in rules) + ")" if n else "()"
+
         stamp_tuple = "(" + "".join(f"_s{r.index}, " for r in rules if r.kind == "stamp") + ")"
         fixed = "_fixed" if item_points else "None"
         trace_out = "_T" if trace else "None"
@@ -389,8 +410,11 @@ class _Emitter:
     def _apply(self, r: CheckedRule, d: int, value: str, accumulate: str | None, stamp: bool = False) -> None:
         """Emit: if the rule's gate and item condition hold (and its limit allows), add its value."""
         j = r.index
-        conds = [] if (r.when is None and not self.gate_parts(r) and not (r.limited and not r.per_item)) \
+        conds = (
+            []
+            if (r.when is None and not self.gate_parts(r) and not (r.limited and not r.per_item))
             else [f"_g{j}"]
+        )
         if not r.per_item and not conds:
             conds = [f"_g{j}"]
         limit = self._cap(r)
@@ -476,6 +500,15 @@ class _Emitter:
         self.line(d, f"_x {assign} _v")
         self.line(d, f"_n{j} += 1" if r.per_item else f"_n{j} = 1")
 
+    def _apply_and_mark(self, r: CheckedRule, assign: str, marker: str) -> Callable[[int], None]:
+        """Traced code: apply the multiplier, then note which rule won (for the explanation)."""
+
+        def apply(depth: int) -> None:
+            self._multiplier_effect(r, depth, assign)
+            self.line(depth, f"{marker} = {r.index}")
+
+        return apply
+
     def _exclusive_chain(self, exclusive: list[CheckedRule], others: list[CheckedRule], d: int) -> None:
         """The first matching exclusive rule (document order) replaces every other multiplier."""
         if not self.trace:
@@ -496,8 +529,7 @@ class _Emitter:
             j = r.index
             self.line(d, "if _ex < 0:")
             limit = self._cap(r)
-            self._traced(r, d + 1, limit, lambda dd, r=r: (self._multiplier_effect(r, dd, "="),
-                                                            self.line(dd, f"_ex = {r.index}")))
+            self._traced(r, d + 1, limit, self._apply_and_mark(r, "=", "_ex"))
             self.line(d, "else:")
             self.line(d + 1, f"_T.append(({j}, _i, {OVERRIDDEN}, -1))")
         self.line(d, "if _ex >= 0:")
@@ -532,8 +564,7 @@ class _Emitter:
             j = r.index
             self.line(d, "if _mx < 0:")
             limit = self._cap(r)
-            self._traced(r, d + 1, limit, lambda dd, r=r: (self._multiplier_effect(r, dd, "+="),
-                                                            self.line(dd, f"_mx = {r.index}")))
+            self._traced(r, d + 1, limit, self._apply_and_mark(r, "+=", "_mx"))
             self.line(d, "else:")
             self.line(d + 1, f"_T.append(({j}, _i, {OUTRANKED}, -1))")
 

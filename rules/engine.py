@@ -57,8 +57,9 @@ DEFAULT_OUTLET = Outlet()
 DEFAULT_EVENT = Event()
 
 
-def _remaining(member: Member, rule_id: str, per_transaction: int | None, per_member: int | None,
-               per_day: int | None) -> int:
+def _remaining(
+    member: Member, rule_id: str, per_transaction: int | None, per_member: int | None, per_day: int | None
+) -> int:
     ever, today = member.rule_uses.get(rule_id, _NO_USES)
     caps = [MAX_ITEMS + 1]
     if per_transaction is not None:
@@ -146,11 +147,49 @@ _STATUS = {
 class Result:
     """The immutable outcome of one evaluation. Breakdowns are built on first access."""
 
-    __slots__ = ("__dict__", "_bases", "_compiled", "_fixed", "_hits", "_member_stamps", "_points", "_stamps",
-                 "_tm", "_trace", "_tx", "exact", "tier", "total")
+    __slots__ = (
+        "__dict__",
+        "_bases",
+        "_compiled",
+        "_fixed",
+        "_hits",
+        "_member_stamps",
+        "_points",
+        "_stamps",
+        "_tm",
+        "_trace",
+        "_tx",
+        "exact",
+        "tier",
+        "total",
+    )
 
-    def __init__(self, compiled: CompiledProgram, tx: Transaction, member: Member, tier: str | None,
-                 raw: tuple[Any, ...]) -> None:
+    # Set once in __init__ (through object.__setattr__: the instance refuses later assignment).
+    _bases: list[Decimal]
+    _compiled: CompiledProgram
+    _fixed: list[int] | None
+    _hits: tuple[int, ...]
+    _member_stamps: Mapping[str, int]
+    _points: tuple[Any, ...]
+    _stamps: tuple[int, ...]
+    _tm: Decimal
+    _trace: list[tuple[int, int, int, int]] | None
+    _tx: Transaction
+    #: Points before rounding, fixed points included.
+    exact: Decimal
+    #: The member's tier the evaluation used.
+    tier: str | None
+    #: Whole points of the transaction, rounded once as the program says.
+    total: int
+
+    def __init__(
+        self,
+        compiled: CompiledProgram,
+        tx: Transaction,
+        member: Member,
+        tier: str | None,
+        raw: tuple[Any, ...],
+    ) -> None:
         bases, fixed, points, hits, stamps, tm, trace = raw
         object.__setattr__(self, "_member_stamps", member.stamps)
         object.__setattr__(self, "_compiled", compiled)
@@ -199,7 +238,7 @@ class Result:
             floors = [int(e.to_integral_value(rounding=ROUND_FLOOR)) for e in exact]
             extra = target - sum(floors)
             order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - floors[i]), i))
-            for i in order[:max(0, extra)]:
+            for i in order[: max(0, extra)]:
                 floors[i] += 1
             fixed = self._fixed or [0] * len(exact)
             return tuple(
@@ -265,12 +304,17 @@ class Result:
         for r in self._compiled.program.rules:
             status, text_id = gate.get(r.index, (1, -1))
             n = self._hits[r.index]
-            out.append(RuleExplanation(
-                rule=r.id, kind=r.kind, matched=n > 0, applications=n,
-                points=Decimal(self._points[r.index]),
-                decided_by=texts[text_id] if text_id >= 0 else None,
-                items=tuple(per_item.get(r.index, ())),
-            ))
+            out.append(
+                RuleExplanation(
+                    rule=r.id,
+                    kind=r.kind,
+                    matched=n > 0,
+                    applications=n,
+                    points=Decimal(self._points[r.index]),
+                    decided_by=texts[text_id] if text_id >= 0 else None,
+                    items=tuple(per_item.get(r.index, ())),
+                )
+            )
         return tuple(out)
 
     def as_dict(self) -> dict[str, Any]:
@@ -282,17 +326,28 @@ class Result:
             "tier": self.tier,
             "tier_multiplier": str(self.tier_multiplier),
             "tier_points": str(self.tier_points),
-            "items": [{"index": i.index, "sku": i.sku, "exact": str(i.exact), "points": i.points}
-                      for i in self.items],
-            "rules": [{"rule": r.rule, "kind": r.kind, "applications": r.applications,
-                       "points": str(r.points)} for r in self.rules],
+            "items": [
+                {"index": i.index, "sku": i.sku, "exact": str(i.exact), "points": i.points}
+                for i in self.items
+            ],
+            "rules": [
+                {"rule": r.rule, "kind": r.kind, "applications": r.applications, "points": str(r.points)}
+                for r in self.rules
+            ],
             "stamps": dict(self.stamps),
             "rewards_unlocked": list(self.rewards_unlocked),
             "explanation": [
-                {"rule": e.rule, "kind": e.kind, "matched": e.matched, "applications": e.applications,
-                 "points": str(e.points), "decided_by": e.decided_by,
-                 "items": [{"index": d.index, "status": d.status, "decided_by": d.decided_by}
-                           for d in e.items]}
+                {
+                    "rule": e.rule,
+                    "kind": e.kind,
+                    "matched": e.matched,
+                    "applications": e.applications,
+                    "points": str(e.points),
+                    "decided_by": e.decided_by,
+                    "items": [
+                        {"index": d.index, "status": d.status, "decided_by": d.decided_by} for d in e.items
+                    ],
+                }
                 for e in self.explanation
             ],
         }
@@ -328,8 +383,17 @@ class CompiledProgram:
         filename = f"<rules {self.digest[:12]}{' trace' if trace else ''}>"
         code = compile(emitted.source, filename, "exec")
         namespace: dict[str, Any] = {
-            "__builtins__": {"len": len, "sum": sum, "min": min, "max": max, "any": any, "int": int,
-                             "bool": bool, "enumerate": enumerate, "frozenset": frozenset},
+            "__builtins__": {
+                "len": len,
+                "sum": sum,
+                "min": min,
+                "max": max,
+                "any": any,
+                "int": int,
+                "bool": bool,
+                "enumerate": enumerate,
+                "frozenset": frozenset,
+            },
             "_ZERO": _ZERO,
             "_MINOR": self.program.minor,
             "_ZONE": self.program.zone,
@@ -351,9 +415,17 @@ class CompiledProgram:
     def tx_fixed_points(self, points: tuple[Any, ...]) -> int:
         return sum(points[i] for i in self._tx_points_rules)
 
-    def evaluate(self, tx: Transaction, member: Member = DEFAULT_MEMBER, outlet: Outlet = DEFAULT_OUTLET,
-                 event: Event = DEFAULT_EVENT, *, now: datetime | None = None, explain: bool = False,
-                 budgets: Mapping[str, int] | None = None) -> Result:
+    def evaluate(
+        self,
+        tx: Transaction,
+        member: Member = DEFAULT_MEMBER,
+        outlet: Outlet = DEFAULT_OUTLET,
+        event: Event = DEFAULT_EVENT,
+        *,
+        now: datetime | None = None,
+        explain: bool = False,
+        budgets: Mapping[str, int] | None = None,
+    ) -> Result:
         """Evaluate one transaction. ``now`` (default: the transaction's time) anchors day counts."""
         _validate(tx, member, now)
         if member.tier is not None and member.tier not in self._tiers:
@@ -411,9 +483,17 @@ def compile_program(program: CheckedProgram) -> CompiledProgram:
     return compiled
 
 
-def evaluate(program: CheckedProgram | CompiledProgram, tx: Transaction, member: Member = DEFAULT_MEMBER,
-             outlet: Outlet = DEFAULT_OUTLET, event: Event = DEFAULT_EVENT, *, now: datetime | None = None,
-             explain: bool = False, budgets: Mapping[str, int] | None = None) -> Result:
+def evaluate(
+    program: CheckedProgram | CompiledProgram,
+    tx: Transaction,
+    member: Member = DEFAULT_MEMBER,
+    outlet: Outlet = DEFAULT_OUTLET,
+    event: Event = DEFAULT_EVENT,
+    *,
+    now: datetime | None = None,
+    explain: bool = False,
+    budgets: Mapping[str, int] | None = None,
+) -> Result:
     """Evaluate ``tx`` under ``program``; see the module docstring for how points add up."""
     compiled = program if isinstance(program, CompiledProgram) else compile_program(program)
     return compiled.evaluate(tx, member, outlet, event, now=now, explain=explain, budgets=budgets)

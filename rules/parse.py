@@ -124,8 +124,15 @@ class Located:
         """The text as one line: same length, line breaks as spaces (a condition is one expression)."""
         return self.text.replace("\r", " ").replace("\n", " ")
 
-    def issue(self, message: str, node: ast.AST | None = None, hint: str | None = None,
-              *, line: int | None = None, col: int | None = None) -> Issue:
+    def issue(
+        self,
+        message: str,
+        node: ast.AST | None = None,
+        hint: str | None = None,
+        *,
+        line: int | None = None,
+        col: int | None = None,
+    ) -> Issue:
         """Build an Issue at ``node`` (or at 0-based character ``col`` of the flat text)."""
         if node is not None and hasattr(node, "col_offset"):
             col = byte_to_char(self.flat, 1, node.col_offset)
@@ -137,8 +144,9 @@ class Located:
             doc_line, doc_col, source_line = 1, col + 1, self.flat
         else:
             doc_line, doc_col, source_line = self.origin.line, self.origin.column, self.flat
-        return Issue(message=message, path=self.path, line=doc_line, column=doc_col, hint=hint,
-                     source_line=source_line)
+        return Issue(
+            message=message, path=self.path, line=doc_line, column=doc_col, hint=hint, source_line=source_line
+        )
 
     def _in_document(self, index: int) -> tuple[int, int, str] | None:
         """(line, column, that line) in the document of character ``index`` of the text, if found."""
@@ -162,8 +170,9 @@ class Located:
         return line_no, at - line_start + 1, lines[line_no - 1].rstrip("\r\n")
 
 
-def _align(doc: str, start: int, text: str, target: int, *,
-           single_quoted: bool, double_quoted: bool) -> int | None:
+def _align(
+    doc: str, start: int, text: str, target: int, *, single_quoted: bool, double_quoted: bool
+) -> int | None:
     """The offset in ``doc`` of ``text[target]``, walking from ``start`` and skipping what YAML folds.
 
     Blanks and line breaks may differ (folding, stripping); every other character must match, allowing
@@ -202,8 +211,12 @@ def parse_expression(loc: Located) -> tuple[ast.expr | None, list[Issue]]:
     """
     text = loc.flat
     if len(text) > MAX_EXPRESSION_LENGTH:
-        return None, [loc.issue(f"condition is longer than {MAX_EXPRESSION_LENGTH} characters",
-                                hint="split it into several rules")]
+        return None, [
+            loc.issue(
+                f"condition is longer than {MAX_EXPRESSION_LENGTH} characters",
+                hint="split it into several rules",
+            )
+        ]
     if not text.strip():
         return None, [loc.issue("condition is empty")]
     shift = len(text) - len(text.lstrip())
@@ -219,9 +232,9 @@ def parse_expression(loc: Located) -> tuple[ast.expr | None, list[Issue]]:
         # Positions were computed on the stripped text, in bytes; shift them back.
         shift_bytes = len(text[:shift].encode("utf-8"))
         for node in ast.walk(tree):
-            if hasattr(node, "col_offset"):
+            if isinstance(node, ast.expr):
                 node.col_offset += shift_bytes
-                if getattr(node, "end_col_offset", None) is not None:
+                if node.end_col_offset is not None:
                     node.end_col_offset += shift_bytes
     issues: list[Issue] = []
     _validate(tree.body, loc, issues, depth=1)
@@ -235,8 +248,9 @@ def _validate(node: ast.AST, loc: Located, issues: list[Issue], depth: int) -> N
     kind = type(node)
     if kind not in ALLOWED:
         what = _REFUSED.get(kind, kind.__name__)
-        issues.append(loc.issue(f"{what} is not allowed in a condition", _positioned(node, loc),
-                                _HINTS.get(kind)))
+        issues.append(
+            loc.issue(f"{what} is not allowed in a condition", _positioned(node, loc), _HINTS.get(kind))
+        )
         return
     if isinstance(node, ast.Constant):
         _check_constant(node, loc, issues)
@@ -251,8 +265,13 @@ def _validate(node: ast.AST, loc: Located, issues: list[Issue], depth: int) -> N
             return
         if not isinstance(node.func, ast.Name):
             # Go on into the callee: a lambda or a dunder in it deserves its own message.
-            issues.append(loc.issue("only the built-in functions can be called", node,
-                                    "for example weekday(tx.time) or lower(item.category)"))
+            issues.append(
+                loc.issue(
+                    "only the built-in functions can be called",
+                    node,
+                    "for example weekday(tx.time) or lower(item.category)",
+                )
+            )
     elif isinstance(node, ast.List | ast.Tuple) and len(node.elts) > MAX_LIST:
         issues.append(loc.issue(f"list literal has more than {MAX_LIST} elements", node))
         return

@@ -66,8 +66,21 @@ class CheckedProgram:
 
 
 # ISO 4217 currencies whose minor unit is not 1/100 (the exceptions are few and stable).
-_MINOR_DIGITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "HUF": 2, "BHD": 3, "KWD": 3, "OMR": 3,
-                 "JOD": 3, "TND": 3, "LYD": 3, "IQD": 3}
+_MINOR_DIGITS = {
+    "JPY": 0,
+    "KRW": 0,
+    "ISK": 0,
+    "CLP": 0,
+    "VND": 0,
+    "HUF": 2,
+    "BHD": 3,
+    "KWD": 3,
+    "OMR": 3,
+    "JOD": 3,
+    "TND": 3,
+    "LYD": 3,
+    "IQD": 3,
+}
 
 
 def digest_of(document: doc.ProgramDocument) -> str:
@@ -84,8 +97,16 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
 
     def at(path: tuple[str | int, ...], message: str, hint: str | None = None, key: bool = False) -> None:
         pos = source.where(path, key=key)
-        issues.append(Issue(message, doc.format_path(path), pos.line if pos else None,
-                            pos.column if pos else None, hint, source.line_text(pos.line if pos else None)))
+        issues.append(
+            Issue(
+                message,
+                doc.format_path(path),
+                pos.line if pos else None,
+                pos.column if pos else None,
+                hint,
+                source.line_text(pos.line if pos else None),
+            )
+        )
 
     seen: dict[str, int] = {}
     for i, rule in enumerate(document.rules):
@@ -98,8 +119,7 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
             at(("rewards", i, "code"), f"duplicate reward code {code!r}")
     for i, reward in enumerate(document.rewards):
         if reward.min_tier is not None and reward.min_tier not in tiers:
-            at(("rewards", i, "min_tier"), f"unknown tier {reward.min_tier!r}",
-               _hint(reward.min_tier, tiers))
+            at(("rewards", i, "min_tier"), f"unknown tier {reward.min_tier!r}", _hint(reward.min_tier, tiers))
 
     def expression(text: str, path: tuple[str | int, ...], *, item_scope: bool, want: Any) -> Node | None:
         loc = Located(text, doc.format_path(path), source.where(path), source.text)
@@ -116,8 +136,9 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
     for i, rule in enumerate(document.rules):
         per_item = rule.for_each == "item"
         when = expression(rule.when, ("rules", i, "when"), item_scope=False, want=BOOL) if rule.when else None
-        where = (expression(rule.where, ("rules", i, "where"), item_scope=True, want=BOOL)
-                 if rule.where else None)
+        where = (
+            expression(rule.where, ("rules", i, "where"), item_scope=True, want=BOOL) if rule.where else None
+        )
         count: Node | None = None
         if rule.stamp is not None:
             if isinstance(rule.stamp.count, int):
@@ -125,45 +146,71 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                     at(("rules", i, "stamp", "count"), "count must be at least 1")
                 count = Const(NUMBER, str(rule.stamp.count), Decimal(rule.stamp.count))
             else:
-                count = expression(rule.stamp.count, ("rules", i, "stamp", "count"),
-                                   item_scope=per_item, want=NUMBER)
+                count = expression(
+                    rule.stamp.count, ("rules", i, "stamp", "count"), item_scope=per_item, want=NUMBER
+                )
             if rule.stamp.reward not in rewards:
-                at(("rules", i, "stamp", "reward"), f"unknown reward {rule.stamp.reward!r}",
-                   _hint(rule.stamp.reward, tuple(rewards)) or "add it under rewards (cost may be left out)")
+                at(
+                    ("rules", i, "stamp", "reward"),
+                    f"unknown reward {rule.stamp.reward!r}",
+                    _hint(rule.stamp.reward, tuple(rewards)) or "add it under rewards (cost may be left out)",
+                )
         valid_from = _instant(rule.valid_from, zone)
         valid_until = _instant(rule.valid_until, zone)
         if valid_from and valid_until and valid_until <= valid_from:
             at(("rules", i, "valid_until"), "valid_until must be after valid_from")
         if rule.earn is not None:
             kind: Kind = "base" if rule.earn.kind == "per_currency_unit" else rule.earn.kind  # type: ignore[assignment]
-            amount = {"base": rule.earn.per_currency_unit, "multiplier": rule.earn.multiplier,
-                      "points": Decimal(rule.earn.points) if rule.earn.points is not None else None}[kind]
+            amount = {
+                "base": rule.earn.per_currency_unit,
+                "multiplier": rule.earn.multiplier,
+                "points": Decimal(rule.earn.points) if rule.earn.points is not None else None,
+            }[kind]
         else:
             kind, amount = "stamp", None
         if kind == "multiplier" and rule.stacking == "additive" and amount is not None and amount < 1:
             # Additive extra parts below zero stack: x0 and x0 on one item would give it negative points.
-            at(("rules", i, "earn", "multiplier"), "an additive multiplier must be at least 1",
-               "use stacking: exclusive (or max) for a multiplier that lowers points")
+            at(
+                ("rules", i, "earn", "multiplier"),
+                "an additive multiplier must be at least 1",
+                "use stacking: exclusive (or max) for a multiplier that lowers points",
+            )
         if kind == "stamp" and rule.budget is not None:
             at(("rules", i, "budget"), "budget caps points, and a stamp rule gives none", "remove the budget")
         if rule.stamp is not None:
             first = cards.setdefault(rule.stamp.card, (i, rule.stamp.reward_at, rule.stamp.reward))
             if first[1:] != (rule.stamp.reward_at, rule.stamp.reward):
-                at(("rules", i, "stamp"), f"stamp card {rule.stamp.card!r} has a different reward_at or "
-                   f"reward in rules[{first[0]}]", "one card fills up one way: give this rule its own card")
+                at(
+                    ("rules", i, "stamp"),
+                    f"stamp card {rule.stamp.card!r} has a different reward_at or "
+                    f"reward in rules[{first[0]}]",
+                    "one card fills up one way: give this rule its own card",
+                )
         lim = rule.limit
-        checked.append(CheckedRule(
-            index=i, id=rule.id, kind=kind, per_item=per_item, stacking=rule.stacking,
-            when=when, where=where, amount=amount,
-            stamp_card=rule.stamp.card if rule.stamp else None, stamp_count=count,
-            stamp_reward_at=rule.stamp.reward_at if rule.stamp else None,
-            stamp_reward=rule.stamp.reward if rule.stamp else None,
-            per_member=lim.per_member if lim else None, per_day=lim.per_day if lim else None,
-            per_transaction=lim.per_transaction if lim else None, budget=rule.budget,
-            valid_from=valid_from, valid_until=valid_until,
-            partners=frozenset(rule.partners) if rule.partners is not None else None,
-            outlets=frozenset(rule.outlets) if rule.outlets is not None else None,
-        ))
+        checked.append(
+            CheckedRule(
+                index=i,
+                id=rule.id,
+                kind=kind,
+                per_item=per_item,
+                stacking=rule.stacking,
+                when=when,
+                where=where,
+                amount=amount,
+                stamp_card=rule.stamp.card if rule.stamp else None,
+                stamp_count=count,
+                stamp_reward_at=rule.stamp.reward_at if rule.stamp else None,
+                stamp_reward=rule.stamp.reward if rule.stamp else None,
+                per_member=lim.per_member if lim else None,
+                per_day=lim.per_day if lim else None,
+                per_transaction=lim.per_transaction if lim else None,
+                budget=rule.budget,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                partners=frozenset(rule.partners) if rule.partners is not None else None,
+                outlets=frozenset(rule.outlets) if rule.outlets is not None else None,
+            )
+        )
     if issues:
         raise ProgramError(_sorted(issues))
     minor = Decimal(1).scaleb(-_MINOR_DIGITS.get(document.currency, 2))
@@ -220,7 +267,9 @@ def _raw_condition_issues(data: Any, source: doc.Source) -> list[Issue]:
             loc = Located(text, doc.format_path(path), source.where(path), source.text)
             tree, found = parse_expression(loc)
             if tree is not None:
-                _, found = check_expression(tree, loc, item_scope=scope and item_scope, want=BOOL, tiers=tiers)
+                _, found = check_expression(
+                    tree, loc, item_scope=scope and item_scope, want=BOOL, tiers=tiers
+                )
             issues.extend(found)
     return issues
 
