@@ -16,13 +16,14 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
     String,
+    Table,
     Text,
     UniqueConstraint,
     delete,
@@ -213,7 +214,7 @@ class IdempotencyMismatch(InvalidInput):
 
 
 def _insert_if_new(dialect: str) -> Any:
-    table = IdempotencyRecord.__table__
+    table = cast(Table, IdempotencyRecord.__table__)
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     return insert.on_conflict_do_nothing(index_elements=["api_key_id", "key"])
 

@@ -98,6 +98,8 @@ async def balance(db: Database, tenant_id: int, member_id: int, *, now: datetime
         ).all()
         per_month: dict[str, int] = {}
         for expires_at, points in rows:
+            if expires_at is None:  # never expires (excluded by the query; kept out of the arithmetic)
+                continue
             y, m = local_month(expires_at - timedelta(microseconds=1), zone)
             per_month[f"{y:04d}-{m:02d}"] = per_month.get(f"{y:04d}-{m:02d}", 0) + int(points)
         expiring = []

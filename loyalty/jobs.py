@@ -62,7 +62,7 @@ async def _start(s: AsyncSession, db: Database, tenant_id: int, kind: str, now: 
         .returning(JobRun.id)
     )
     assert run_id is not None
-    return run_id
+    return int(run_id)
 
 
 async def _finish(

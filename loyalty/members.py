@@ -75,7 +75,7 @@ async def _new_member(session: AsyncSession, tenant_id: int, now: datetime, tags
         .returning(Member.id)
     )
     assert member_id is not None
-    return member_id
+    return int(member_id)
 
 
 async def create_member(

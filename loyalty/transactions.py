@@ -16,9 +16,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import String, Table, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.members import member_of_card
 from loyalty.models import (
+    LedgerEntry,
     LotDraw,
     Outlet,
     Partner,
@@ -109,7 +110,7 @@ async def _budgets(
         .order_by(RuleBudget.rule_id)
         .with_for_update()
     )
-    return dict(rows.all())  # type: ignore[arg-type]
+    return {rule: int(used) for rule, used in rows.all()}
 
 
 def _validate(external_id: str, items: Sequence[rules.Item], occurred_at: datetime) -> None:
@@ -167,11 +168,11 @@ async def post_transaction(
 # The hot path runs prebuilt Core statements with bound parameters: SQLAlchemy compiles each once and
 # reuses it, and the ORM's per-statement bookkeeping is skipped (it was most of a posting's cost).
 _TX, _ITEMS, _LOTS, _ENTRIES, _MEMBERS = (
-    Transaction.__table__,
-    TransactionItem.__table__,
-    PointLot.__table__,
-    ledger.LedgerEntry.__table__,
-    MemberRow.__table__,
+    cast(Table, Transaction.__table__),
+    cast(Table, TransactionItem.__table__),
+    cast(Table, PointLot.__table__),
+    cast(Table, LedgerEntry.__table__),
+    cast(Table, MemberRow.__table__),
 )
 _INSERT_TX = {
     dialect: (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_TX)

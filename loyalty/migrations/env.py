@@ -26,7 +26,7 @@ def _configure(connection: Connection | None = None, **kwargs: Any) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_item=render_item,
+        render_item=render_item,  # type: ignore[arg-type]  # alembic types the last argument narrowly
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
         **kwargs,
