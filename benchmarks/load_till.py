@@ -1,0 +1,705 @@
+"""Till load test: a real server on loopback, PostgreSQL, a realistic till mix, and two baselines.
+
+For each worker count (default 1 and 2) the same uvicorn command line (uvloop, httptools, log level
+warning) serves, one after the other:
+
+* ``ping``: the bare Litestar JSON endpoint of ``benchmarks/baseline_app.py`` (``GET /ping``);
+* ``insert``: the baseline that decodes the till's basket (``api.schemas.PostTransactionRequest``)
+  and does one raw asyncpg INSERT (``POST /baskets``);
+* ``till``: the loyalty API (``api.app:create_app``). Each connection is one till of its own outlet
+  with its own cashier key and runs sessions back to back: scan a card (``POST /v1/till/lookup``),
+  post a 5-item basket (``POST /v1/till/transactions``, unique receipt id and Idempotency-Key), and in
+  about one session in ten redeem a reward (``POST /v1/till/redemptions``).
+
+The load generator is closed-loop (``--concurrency`` keep-alive HTTP/1.1 connections, each waiting
+for its answer before the next request), hand-rolled on ``asyncio`` streams under uvloop because it
+shares the machine's cores with the server and PostgreSQL. Every scenario warms up for
+``WARMUP_SECONDS``, then counts requests that start and end inside a window of ``--duration``
+seconds. Reported: requests/s per endpoint, p50/p99 latency, non-2xx answers (a 409
+insufficient-points on a redemption is expected and counted apart), the CPU the generator and the
+server used, and the machine's busy share (other users of the machine show up there).
+
+The database is created fresh (and dropped at the end, also on errors or Ctrl-C); it holds one
+tenant with examples/kaffeehaus.yaml published, one outlet and cashier key per connection, and
+``--cards`` activated cards with ``SEED_POINTS`` available points each, scanned as signed card URLs.
+
+    .venv/bin/python benchmarks/load_till.py                      # 1 and 2 workers, 10 s per scenario
+    .venv/bin/python benchmarks/load_till.py --duration 15 --workers 2 --concurrency 24
+    .venv/bin/python benchmarks/load_till.py --scenarios till --workers 1 --verbose   # pid for py-spy
+
+Targets (issue 5): till posts >= 1,200/s with p99 < 25 ms with 2 workers on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets as pysecrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.baseline_app import SCRATCH_DDL  # noqa: E402
+from loyalty import access, adjustments, lookup, members, programs, tenants  # noqa: E402
+from loyalty.cards.qr import card_url  # noqa: E402
+from loyalty.cards.tokens import sign_token  # noqa: E402
+from loyalty.db import Database, upgrade  # noqa: E402
+from loyalty.secrets import init_secrets, load_secrets  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+HOST = "127.0.0.1"
+PROGRAM = (ROOT / "examples" / "kaffeehaus.yaml").read_text()
+SCENARIOS = ("ping", "insert", "till")
+#: The program's public_base_url: what the card QR codes hold before the token.
+BASE_URL = "https://bonus.example.com"
+T = TypeVar("T")
+
+#: Longest measuring window per scenario (s): a benchmark, not a soak test.
+MAX_DURATION = 300
+#: Most connections (tills) the generator opens.
+MAX_CONCURRENCY = 256
+#: Most cards seeded (each is an activation and an adjustment while seeding).
+MAX_CARDS = 20_000
+#: Requests before the window opens: pools fill, statements compile, both workers get traffic.
+WARMUP_SECONDS = 2.0
+#: How long a server may take to answer its first request.
+STARTUP_TIMEOUT = 30.0
+#: Slack after the window before a scenario is abandoned as hung (s).
+HANG_SLACK = 30.0
+#: Available points per seeded member: three 300-point coffees, so some redemptions hit 409.
+SEED_POINTS = 900
+#: One session in this many also redeems a reward.
+REDEEM_EVERY = 10
+#: Items per basket.
+BASKET_ITEMS = 5
+#: Rate limit given to the server (per key per worker per second): far above what a till sends.
+RATE_LIMIT = 1_000_000
+#: Concurrent domain calls while seeding.
+SEED_CONCURRENCY = 8
+
+#: (sku, category, unit price in cents, weight): a café, a bakery and the odd car wash.
+MENU = [
+    ("LATTE", "coffee", 420, 10),
+    ("ESPRESSO", "coffee", 260, 8),
+    ("CAPPUCCINO", "coffee", 390, 8),
+    ("CROISSANT", "bakery", 240, 8),
+    ("SOURDOUGH", "bakery", 480, 4),
+    ("OAT-MILK", "organic", 290, 4),
+    ("APPLE-JUICE", "organic", 330, 4),
+    ("CHEESECAKE", "cake", 450, 5),
+    ("NEWSPAPER", "press", 320, 2),
+    ("CIGARETTES", "tobacco", 850, 1),
+    ("WASH", "carwash", 1290, 1),
+]
+
+
+# --- seeding ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    keys: list[str]
+    codes: list[str]
+
+
+async def _bounded(n: int, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    gate = asyncio.Semaphore(n)
+
+    async def one(job: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await job()
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
+async def seed(url: str, secrets_file: Path, tills: int, n_cards: int) -> World:
+    """The tenant, program, outlets, keys and activated cards, built through the domain services."""
+    db = Database.from_url(url, pool_size=SEED_CONCURRENCY)
+    try:
+        now = datetime.now(UTC)
+        t = await tenants.create_tenant(db, code="bench", name="Bench", card_prefix="6012", now=now)
+        draft = await programs.save_draft(db, t.id, PROGRAM, actor="bench", now=now)
+        await programs.publish(db, t.id, draft.id, actor="bench", now=now, valid_from=now)
+        partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="bench", now=now)
+        keys = []
+        for i in range(tills):
+            outlet = await tenants.create_outlet(
+                db, t.id, partner_id=partner.id, code=f"cafe-{i}", name=f"Café {i}", actor="bench", now=now
+            )
+            key = await access.create_key(
+                db, t.id, role="cashier", name=f"till {i}", actor="bench", now=now, outlet_id=outlet.id
+            )
+            keys.append(key.secret)
+        numbers = await members.issue_cards(db, t.id, n_cards, actor="bench", now=now)
+        ids = await lookup.card_ids(db, t.id, numbers)
+        now = datetime.now(UTC)
+        views = await _bounded(
+            SEED_CONCURRENCY, [partial(members.resolve_card, db, t.id, n, now=now) for n in numbers]
+        )
+        await _bounded(
+            SEED_CONCURRENCY,
+            [
+                partial(
+                    adjustments.adjust,
+                    db,
+                    t.id,
+                    v.id,
+                    SEED_POINTS,
+                    reason="bench seed",
+                    actor="bench",
+                    now=now,
+                )
+                for v in views
+            ],
+        )
+        ring = load_secrets(secrets_file).ring(t.id)
+        codes = [card_url(BASE_URL, sign_token(ring, ids[n], now=now)) for n in numbers]
+        return World(keys, codes)
+    finally:
+        await db.dispose()
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[tuple[str, str]]:
+    """A new, migrated database with the scratch table: (SQLAlchemy URL, asyncpg DSN); dropped after."""
+    name = f"loyalty_load_{pysecrets.token_hex(4)}"
+    base = PG_ADMIN_URL.rpartition("/")[0]
+    dsn = f"{base}/{name}"
+    url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        upgrade(url)
+
+        async def scratch() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(SCRATCH_DDL)
+            finally:
+                await conn.close()
+
+        asyncio.run(scratch())
+        yield url, dsn
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- server -----------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, fields after the command name) of every process in /proc; nothing where there is none."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    text = Path(entry.path, "stat").read_text()
+                    yield (
+                        int(entry.name),
+                        [text[text.index("(") + 1 : text.rindex(")")], *text.rpartition(")")[2].split()],
+                    )
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds used so far by the generator, the server's processes and PostgreSQL's, and the
+    machine's busy and total jiffies (other users of the machine show up in the machine's share)."""
+
+    generator: float
+    server: float
+    postgres: float
+    busy: int
+    total: int
+
+    @classmethod
+    def take(cls, server_pgid: int) -> CpuMark:
+        tick = os.sysconf("SC_CLK_TCK")
+        server = postgres = 0.0
+        for _pid, f in _proc_stats():
+            with contextlib.suppress(IndexError, ValueError):
+                used = (int(f[12]) + int(f[13])) / tick
+                if int(f[3]) == server_pgid:
+                    server += used
+                elif f[0] == "postgres":
+                    postgres += used
+        busy = total = 0
+        with contextlib.suppress(OSError, ValueError):
+            cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            total = sum(cpu)
+            busy = total - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)
+        return cls(time.process_time(), server, postgres, busy, total)
+
+
+class Server:
+    """``uvicorn --factory <app> --workers N`` in its own process group, stopped with the group."""
+
+    def __init__(self, app: str, workers: int, env: dict[str, str], log: Path) -> None:
+        self.port = _free_port()
+        self.log = log
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            app,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={
+                    **os.environ,
+                    **env,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                },
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def pids(self) -> list[int]:
+        """The server's processes: the process group we started."""
+        return [pid for pid, f in _proc_stats() if len(f) > 3 and f[3] == str(self.proc.pid)]
+
+    async def ready(self, path: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                conn = await Connection.open(self.port)
+                try:
+                    status, _ = await conn.request(b"GET", path.encode(), b"")
+                finally:
+                    conn.close()
+                if status == 200:
+                    return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT} s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        # Workers left behind by a killed supervisor are still in our group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+# --- load generator ---------------------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; one request at a time (no pipelining)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        return cls(reader, writer)
+
+    async def request(
+        self, method: bytes, path: bytes, headers: bytes, body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s" % (method, path, headers)
+        if body is not None:
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            self.writer.write(head + body)
+        else:
+            self.writer.write(head + b"\r\n")
+        answer = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(answer[9:12])
+        lower = answer.lower()
+        at = lower.find(b"\r\ncontent-length:")
+        if at < 0:
+            raise RuntimeError(f"answer without Content-Length: {answer[:200]!r}")
+        length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Endpoint:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    expected_409: int = 0
+
+
+@dataclass
+class Recorder:
+    opens: float
+    closes: float
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, name: str, t0: float, t1: float, status: int, body: bytes) -> None:
+        expected = status == 409 and b"insufficient-points" in body
+        unexpected = not 200 <= status < 300 and not expected
+        if unexpected and len(self.failures) < 5:
+            self.failures.append(f"{name}: {status} {body[:300]!r}")
+        if t0 < self.opens or t1 > self.closes:
+            return
+        ep = self.endpoints.setdefault(name, Endpoint())
+        ep.latencies.append(t1 - t0)
+        ep.statuses[status] = ep.statuses.get(status, 0) + 1
+        if expected:
+            ep.expected_409 += 1
+
+
+@dataclass
+class Till:
+    """What one connection needs: its key, and fresh ids for receipts and Idempotency-Keys."""
+
+    auth: bytes
+    prefix: str
+    rng: random.Random
+    serial: int = 0
+
+    def next_id(self) -> str:
+        self.serial += 1
+        return f"{self.prefix}-{self.serial}"
+
+
+_SKUS = [m for m in MENU for _ in range(m[3])]
+
+
+def basket(till: Till, code: str) -> bytes:
+    items = [
+        {"sku": sku, "category": cat, "quantity": till.rng.choice((1, 1, 1, 2)), "unit_price": price}
+        for sku, cat, price, _ in till.rng.sample(_SKUS, BASKET_ITEMS)
+    ]
+    return json.dumps(
+        {
+            "card": code,
+            "external_id": till.next_id(),
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "items": items,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+Session = Callable[[Connection, Till, Recorder], Awaitable[None]]
+
+
+def make_sessions(codes: list[str]) -> dict[str, Session]:
+    async def timed(rec: Recorder, name: str, request: Awaitable[tuple[int, bytes]]) -> None:
+        t0 = time.perf_counter()
+        status, body = await request
+        rec.add(name, t0, time.perf_counter(), status, body)
+
+    async def ping(conn: Connection, till: Till, rec: Recorder) -> None:
+        await timed(rec, "GET /ping", conn.request(b"GET", b"/ping", b""))
+
+    async def insert(conn: Connection, till: Till, rec: Recorder) -> None:
+        body = basket(till, till.rng.choice(codes))
+        await timed(rec, "POST /baskets", conn.request(b"POST", b"/baskets", b"", body))
+
+    async def till_session(conn: Connection, t: Till, rec: Recorder) -> None:
+        code = t.rng.choice(codes)
+        scan = json.dumps({"code": code}).encode()
+        await timed(rec, "lookup", conn.request(b"POST", b"/v1/till/lookup", t.auth, scan))
+        key = b"Idempotency-Key: %s\r\n" % t.next_id().encode()
+        await timed(
+            rec, "post", conn.request(b"POST", b"/v1/till/transactions", t.auth + key, basket(t, code))
+        )
+        if t.rng.randrange(REDEEM_EVERY) == 0:
+            key = b"Idempotency-Key: %s\r\n" % t.next_id().encode()
+            body = json.dumps({"card": code, "reward": "COFFEE"}).encode()
+            await timed(rec, "redeem", conn.request(b"POST", b"/v1/till/redemptions", t.auth + key, body))
+
+    return {"ping": ping, "insert": insert, "till": till_session}
+
+
+@dataclass
+class Result:
+    scenario: str
+    workers: int
+    duration: float
+    endpoints: dict[str, Endpoint]
+    failures: list[str]
+    cpu: dict[str, float]
+
+    def rate(self, name: str | None = None) -> float:
+        eps = self.endpoints.values() if name is None else [self.endpoints.get(name, Endpoint())]
+        return sum(len(e.latencies) for e in eps) / self.duration
+
+    def unexpected(self) -> int:
+        return sum(
+            n for e in self.endpoints.values() for s, n in e.statuses.items() if not 200 <= s < 300
+        ) - sum(e.expected_409 for e in self.endpoints.values())
+
+
+async def drive(
+    server: Server,
+    scenario: str,
+    session: Session,
+    workers: int,
+    keys: list[str],
+    concurrency: int,
+    duration: float,
+    run_id: str,
+) -> Result:
+    """Run ``session`` back to back on ``concurrency`` connections; measure the window after warm-up."""
+    start = time.perf_counter()
+    rec = Recorder(opens=start + WARMUP_SECONDS, closes=start + WARMUP_SECONDS + duration)
+    marks: dict[str, CpuMark] = {}
+
+    async def mark() -> None:
+        await asyncio.sleep(max(0.0, rec.opens - time.perf_counter()))
+        marks["open"] = CpuMark.take(server.proc.pid)
+        await asyncio.sleep(max(0.0, rec.closes - time.perf_counter()))
+        marks["close"] = CpuMark.take(server.proc.pid)
+
+    async def loop(i: int) -> None:
+        till = Till(
+            b"Authorization: Bearer %s\r\n" % keys[i % len(keys)].encode(),
+            f"{run_id}-{scenario}-w{workers}-{i}",
+            random.Random(f"{run_id}-{i}"),
+        )
+        conn = await Connection.open(server.port)
+        try:
+            while time.perf_counter() < rec.closes:
+                try:
+                    await session(conn, till, rec)
+                except (OSError, asyncio.IncompleteReadError, ValueError, RuntimeError) as exc:
+                    rec.add("connection", time.perf_counter(), time.perf_counter(), 599, repr(exc).encode())
+                    conn.close()
+                    conn = await Connection.open(server.port)
+        finally:
+            conn.close()
+
+    async with asyncio.timeout(WARMUP_SECONDS + duration + HANG_SLACK):
+        await asyncio.gather(mark(), *(loop(i) for i in range(concurrency)))
+    a, b = marks["open"], marks["close"]
+    cpu = {
+        "generator": (b.generator - a.generator) / duration,
+        "server": (b.server - a.server) / duration,
+        "postgres": (b.postgres - a.postgres) / duration,
+        "machine": (b.busy - a.busy) / max(1, b.total - a.total) * (os.cpu_count() or 1),
+    }
+    return Result(scenario, workers, duration, rec.endpoints, rec.failures, cpu)
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def describe(r: Result) -> list[str]:
+    ms = 1000 / max(1.0, r.rate())
+    server, postgres = r.cpu["server"], r.cpu["postgres"]
+    lines = [
+        f"  {r.scenario:<6} workers={r.workers}  CPU cores: generator {r.cpu['generator']:.2f}, server "
+        f"{server:.2f} ({server * ms:.2f} ms/request), postgres {postgres:.2f} "
+        f"({postgres * ms:.2f} ms/request), whole machine {r.cpu['machine']:.2f} of {os.cpu_count()}"
+    ]
+    for name, ep in r.endpoints.items():
+        bad = {s: n for s, n in ep.statuses.items() if not 200 <= s < 300}
+        lines.append(
+            f"    {name:<14} {len(ep.latencies) / r.duration:>8.0f}/s  p50 {pct(ep.latencies, 0.5):6.2f} ms"
+            f"  p99 {pct(ep.latencies, 0.99):6.2f} ms  non-2xx {bad or 0}"
+            + (f" (expected insufficient-points 409: {ep.expected_409})" if ep.expected_409 else "")
+        )
+    lines.append(f"    {'all':<14} {r.rate():>8.0f}/s")
+    lines.extend(f"    ! {f}" for f in r.failures)
+    return lines
+
+
+def table(results: dict[tuple[str, int], Result], workers: list[int]) -> list[str]:
+    head = (
+        f"{'workers':>7} | {'posts/s':>8} | {'post p50 ms':>11} | {'post p99 ms':>11} | {'till req/s':>10} | "
+        f"{'insert/s':>8} | {'ping/s':>7} | {'posts/insert':>12} | {'posts/ping':>10} | {'errors':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for w in workers:
+        till, ins, png = results.get(("till", w)), results.get(("insert", w)), results.get(("ping", w))
+        posts = till.rate("post") if till else float("nan")
+        post_lat = till.endpoints.get("post", Endpoint()).latencies if till else []
+        ins_rate = ins.rate("POST /baskets") if ins else float("nan")
+        ping_rate = png.rate("GET /ping") if png else float("nan")
+        errors = sum(r.unexpected() for r in (till, ins, png) if r)
+        lines.append(
+            f"{w:>7} | {posts:>8.0f} | {pct(post_lat, 0.5):>11.1f} | {pct(post_lat, 0.99):>11.1f} | "
+            f"{(till.rate() if till else float('nan')):>10.0f} | {ins_rate:>8.0f} | {ping_rate:>7.0f} | "
+            f"{posts / ins_rate:>12.2f} | {posts / ping_rate:>10.3f} | {errors:>6}"
+        )
+    return lines
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def _sigterm(*_: object) -> None:
+    raise SystemExit(143)
+
+
+async def run_scenarios(
+    args: argparse.Namespace, url: str, dsn: str, world: World, secrets_file: Path, log: Path
+) -> dict[tuple[str, int], Result]:
+    sessions = make_sessions(world.codes)
+    run_id = pysecrets.token_hex(3)
+    results: dict[tuple[str, int], Result] = {}
+    till_env = {
+        "LOYALTY_DATABASE_URL": url,
+        "LOYALTY_SECRETS_FILE": str(secrets_file),
+        "LOYALTY_RATE_LIMIT": str(RATE_LIMIT),
+    }
+    for workers in args.workers:
+        plan = [
+            (
+                "benchmarks.baseline_app:create_app",
+                {"BENCH_BASELINE_DSN": dsn},
+                "/ping",
+                [s for s in ("ping", "insert") if s in args.scenarios],
+            ),
+            (args.till_app, till_env, "/health", [s for s in ("till",) if s in args.scenarios]),
+        ]
+        for app, env, probe, scenarios in plan:
+            if not scenarios:
+                continue
+            server = Server(app, workers, env, log)
+            try:
+                await server.ready(probe)
+                if args.verbose:
+                    print(f"  {app} workers={workers}: pids {server.pids()}", flush=True)
+                for scenario in scenarios:
+                    r = await drive(
+                        server,
+                        scenario,
+                        sessions[scenario],
+                        workers,
+                        world.keys,
+                        args.concurrency,
+                        args.duration,
+                        run_id,
+                    )
+                    results[(scenario, workers)] = r
+                    print("\n".join(describe(r)), flush=True)
+            finally:
+                server.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="measuring window per scenario, s")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="connections (tills), each its own outlet"
+    )
+    parser.add_argument("--cards", type=int, default=3000, help="activated cards to seed")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--till-app", default="api.app:create_app", help="uvicorn factory (to try a patch)")
+    parser.add_argument("--verbose", action="store_true", help="print server pids (to attach a profiler)")
+    args = parser.parse_args(argv)
+    if not 0 < args.duration <= MAX_DURATION:
+        parser.error(f"--duration must be in (0, {MAX_DURATION}]")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        parser.error(f"--concurrency must be 1 to {MAX_CONCURRENCY}")
+    if not 1 <= args.cards <= MAX_CARDS:
+        parser.error(f"--cards must be 1 to {MAX_CARDS}")
+    if any(not 1 <= w <= 8 for w in args.workers):
+        parser.error("--workers must be 1 to 8")
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        import uvloop
+
+        runner: Callable[..., object] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+
+    with tempfile.TemporaryDirectory(prefix="load_till_") as tmp:
+        secrets_file = init_secrets(Path(tmp) / "secrets.json")
+        log = Path(tmp) / "server.log"
+        with fresh_database() as (url, dsn):
+            t0 = time.perf_counter()
+            world = asyncio.run(seed(url, secrets_file, args.concurrency, args.cards))
+            print(
+                f"seeded {len(world.codes)} cards, {len(world.keys)} outlets/keys in "
+                f"{time.perf_counter() - t0:.1f} s; {args.duration:g} s per scenario after "
+                f"{WARMUP_SECONDS:g} s warm-up, {args.concurrency} connections",
+                flush=True,
+            )
+            results: dict[tuple[str, int], Result] = runner(  # type: ignore[assignment]
+                run_scenarios(args, url, dsn, world, secrets_file, log)
+            )
+    print()
+    print("\n".join(table(results, args.workers)))
+    print(
+        "posts/insert: till posts/s over one-insert baseline inserts/s; posts/ping: over bare endpoint req/s."
+    )
+    print("Target (2 workers): posts >= 1,200/s, post p99 < 25 ms.")
+    return 1 if any(r.unexpected() for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
