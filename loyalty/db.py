@@ -26,6 +26,10 @@ DEFAULT_URL = "sqlite+aiosqlite:///loyalty.db"
 #: How long a SQLite writer waits for the lock before failing (ms): longer than any single posting.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATIONS = Path(__file__).with_name("migrations")
+#: Connections each process keeps open to a server database (LOYALTY_DB_POOL_SIZE overrides). There is
+#: no overflow: connections opened past the pool and closed again cost a connect and fresh prepared
+#: statements each time, which under load costs more than waiting for a pooled one.
+DEFAULT_POOL_SIZE = 20
 
 
 def database_url(url: str | None = None) -> str:
@@ -52,6 +56,9 @@ def _sqlite_begin(conn: Connection) -> None:
 def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url`` with the pragmas and transaction hooks this package relies on."""
     url = database_url(url)
+    if not url.startswith("sqlite"):
+        kwargs.setdefault("pool_size", int(os.environ.get("LOYALTY_DB_POOL_SIZE", DEFAULT_POOL_SIZE)))
+        kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
