@@ -11,7 +11,7 @@ from api import schemas
 from api.auth import Principal, requires
 from api.context import caller, db_of, now_of, secrets_of
 from api.idempotency import idempotent
-from loyalty import balances, lookup, members, redemptions, transactions
+from loyalty import lookup, members, redemptions, transactions
 from loyalty.errors import NotAllowed
 from rules.context import Item
 
@@ -29,18 +29,11 @@ class TillController(Controller):
     @post("/lookup", operation_id="tillLookup", status_code=200)
     async def lookup_card(
         self, request: Request[Any, Any, Any], data: JSONBody[schemas.LookupRequest]
-    ) -> dict[str, Any]:
+    ) -> lookup.Scan:
         """Scan or type a card: the card, its member, balance, tier, stamp cards and rewards in reach."""
         principal = await caller(request)
-        db, number = db_of(request), await _card(request, principal, data.code)
-        card = await members.get_card(db, principal.tenant_id, number)
-        if card.member_id is None:
-            return {"card": card, "member": None, "balance": None}
-        return {
-            "card": card,
-            "member": await members.get_member(db, principal.tenant_id, card.member_id),
-            "balance": await balances.balance(db, principal.tenant_id, card.member_id, now=now_of(request)),
-        }
+        ref = lookup.parse_code(data.code, secrets_of(request), principal.tenant_id, now=now_of(request))
+        return await lookup.scan(db_of(request), principal.tenant_id, ref, now=now_of(request))
 
     @post("/activations", operation_id="tillActivateCard")
     async def activate(

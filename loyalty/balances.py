@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from loyalty import ledger, programs, tiers
 from loyalty.calendar import add_months, local_month, month_start
@@ -78,96 +79,102 @@ async def balance(db: Database, tenant_id: int, member_id: int, *, now: datetime
         member = await s.scalar(select(Member).where(Member.tenant_id == tenant_id, Member.id == member_id))
         if member is None:
             raise NotFound(f"member {member_id} not found")
-        program = (await programs.version_at(s, tenant_id, now)).program
-        zone = program.zone
-        year, month = local_month(now, zone)
-        horizon = month_start(*add_months(year, month, EXPIRING_MONTHS + 1), zone)
-        rows = (
+        return await balance_of(s, tenant_id, member, now=now)
+
+
+async def balance_of(s: AsyncSession, tenant_id: int, member: Member, *, now: datetime) -> Balance:
+    """The balance view of an already loaded member row, inside the caller's transaction."""
+    member_id = member.id
+    program = (await programs.version_at(s, tenant_id, now)).program
+    zone = program.zone
+    year, month = local_month(now, zone)
+    horizon = month_start(*add_months(year, month, EXPIRING_MONTHS + 1), zone)
+    rows = (
+        await s.execute(
+            select(PointLot.expires_at, func.sum(PointLot.remaining))
+            .where(
+                PointLot.tenant_id == tenant_id,
+                PointLot.member_id == member_id,
+                PointLot.state.in_(("pending", "available")),
+                PointLot.remaining > 0,
+                PointLot.expires_at > now,
+                PointLot.expires_at <= horizon,
+            )
+            .group_by(PointLot.expires_at)
+        )
+    ).all()
+    per_month: dict[str, int] = {}
+    for expires_at, points in rows:
+        if expires_at is None:  # never expires (excluded by the query; kept out of the arithmetic)
+            continue
+        y, m = local_month(expires_at - timedelta(microseconds=1), zone)
+        per_month[f"{y:04d}-{m:02d}"] = per_month.get(f"{y:04d}-{m:02d}", 0) + int(points)
+    expiring = []
+    for i in range(EXPIRING_MONTHS):
+        y, m = add_months(year, month, i)
+        expiring.append(Expiring(f"{y:04d}-{m:02d}", per_month.get(f"{y:04d}-{m:02d}", 0)))
+
+    progress = None
+    ladder = tiers.levels(program)
+    if ladder and program.document.tiers is not None:
+        value = await tiers.qualifying(s, tenant_id, member_id, program, now)
+        current = tiers.known_tier(program, member.tier) or ladder[0].name
+        names = [lv.name for lv in ladder]
+        nxt = ladder[names.index(current) + 1] if names.index(current) + 1 < len(ladder) else None
+        progress = TierProgress(
+            current,
+            program.document.tiers.qualify_on,
+            value,
+            nxt.name if nxt else None,
+            nxt.threshold if nxt else None,
+            max(0, nxt.threshold - value) if nxt else 0,
+        )
+
+    cards = {
+        card: n
+        for card, n in (
             await s.execute(
-                select(PointLot.expires_at, func.sum(PointLot.remaining))
-                .where(
-                    PointLot.tenant_id == tenant_id,
-                    PointLot.member_id == member_id,
-                    PointLot.state.in_(("pending", "available")),
-                    PointLot.remaining > 0,
-                    PointLot.expires_at > now,
-                    PointLot.expires_at <= horizon,
+                select(StampCard.card, StampCard.stamps).where(
+                    StampCard.tenant_id == tenant_id, StampCard.member_id == member_id
                 )
-                .group_by(PointLot.expires_at)
             )
         ).all()
-        per_month: dict[str, int] = {}
-        for expires_at, points in rows:
-            if expires_at is None:  # never expires (excluded by the query; kept out of the arithmetic)
-                continue
-            y, m = local_month(expires_at - timedelta(microseconds=1), zone)
-            per_month[f"{y:04d}-{m:02d}"] = per_month.get(f"{y:04d}-{m:02d}", 0) + int(points)
-        expiring = []
-        for i in range(EXPIRING_MONTHS):
-            y, m = add_months(year, month, i)
-            expiring.append(Expiring(f"{y:04d}-{m:02d}", per_month.get(f"{y:04d}-{m:02d}", 0)))
-
-        progress = None
-        ladder = tiers.levels(program)
-        if ladder and program.document.tiers is not None:
-            value = await tiers.qualifying(s, tenant_id, member_id, program, now)
-            current = tiers.known_tier(program, member.tier) or ladder[0].name
-            names = [lv.name for lv in ladder]
-            nxt = ladder[names.index(current) + 1] if names.index(current) + 1 < len(ladder) else None
-            progress = TierProgress(
-                current,
-                program.document.tiers.qualify_on,
-                value,
-                nxt.name if nxt else None,
-                nxt.threshold if nxt else None,
-                max(0, nxt.threshold - value) if nxt else 0,
-            )
-
-        cards = {
-            card: n
-            for card, n in (
-                await s.execute(
-                    select(StampCard.card, StampCard.stamps).where(
-                        StampCard.tenant_id == tenant_id, StampCard.member_id == member_id
-                    )
+    }
+    rules_cards = {
+        r.stamp_card: (r.stamp_reward_at, r.stamp_reward)
+        for r in program.rules
+        if r.kind == "stamp" and r.stamp_card
+    }
+    stamp_cards = tuple(
+        StampCardView(card, cards.get(card, 0), *rules_cards.get(card, (None, None)))
+        for card in sorted(set(cards) | set(rules_cards))
+    )
+    vouchers = tuple(
+        VoucherView(v.id, v.reward_code, v.card, v.issued_at)
+        for v in (
+            await s.scalars(
+                select(Voucher)
+                .where(
+                    Voucher.tenant_id == tenant_id,
+                    Voucher.member_id == member_id,
+                    Voucher.status == "issued",
                 )
-            ).all()
-        }
-        rules_cards = {
-            r.stamp_card: (r.stamp_reward_at, r.stamp_reward)
-            for r in program.rules
-            if r.kind == "stamp" and r.stamp_card
-        }
-        stamp_cards = tuple(
-            StampCardView(card, cards.get(card, 0), *rules_cards.get(card, (None, None)))
-            for card in sorted(set(cards) | set(rules_cards))
-        )
-        vouchers = tuple(
-            VoucherView(v.id, v.reward_code, v.card, v.issued_at)
-            for v in (
-                await s.scalars(
-                    select(Voucher)
-                    .where(
-                        Voucher.tenant_id == tenant_id,
-                        Voucher.member_id == member_id,
-                        Voucher.status == "issued",
-                    )
-                    .order_by(Voucher.id)
-                )
-            ).all()
-        )
-        rewards = tuple(
-            sorted(
-                (
-                    RewardView(
-                        r.code, r.name, r.cost, r.cost <= member.available, max(0, r.cost - member.available)
-                    )
-                    for r in program.document.rewards
-                    if r.cost is not None and _tier_ok(ladder, member.tier, r.min_tier)
-                ),
-                key=lambda r: (r.cost, r.code),
+                .order_by(Voucher.id)
             )
+        ).all()
+    )
+    rewards = tuple(
+        sorted(
+            (
+                RewardView(
+                    r.code, r.name, r.cost, r.cost <= member.available, max(0, r.cost - member.available)
+                )
+                for r in program.document.rewards
+                if r.cost is not None and _tier_ok(ladder, member.tier, r.min_tier)
+            ),
+            key=lambda r: (r.cost, r.code),
         )
+    )
     return Balance(
         member_id,
         member.available,

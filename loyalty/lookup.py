@@ -12,11 +12,12 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from loyalty import balances, members
 from loyalty.cards.numbers import parse_card_number
 from loyalty.cards.tokens import peek_token, verify_token
 from loyalty.db import Database
 from loyalty.errors import NotAllowed, NotFound
-from loyalty.models import Card, Redemption, Transaction
+from loyalty.models import Card, Member, Redemption, Transaction
 from loyalty.secrets import Secrets
 
 _TYPED = re.compile(r"^[\d\s\-]+$")
@@ -123,3 +124,31 @@ async def card_ids(db: Database, tenant_id: int, numbers: list[str]) -> dict[str
             select(Card.number, Card.id).where(Card.tenant_id == tenant_id, Card.number.in_(numbers))
         )
         return {number: int(card_id) for number, card_id in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What a till sees after a scan: the card and, once it is in use, its member and balance."""
+
+    card: members.CardView
+    member: members.MemberView | None
+    balance: balances.Balance | None
+
+
+async def scan(db: Database, tenant_id: int, ref: CardRef, *, now: datetime) -> Scan:
+    """Card, member and balance in one read transaction (a scan is the till's most frequent call)."""
+    by = Card.number == ref.number if ref.number is not None else Card.id == ref.card_id
+    async with db.read() as s:
+        card = await s.scalar(select(Card).where(Card.tenant_id == tenant_id, by))
+        if card is None:
+            raise NotFound("card not found")
+        view = members.CardView(card.number, card.state, card.member_id, card.outlet_id)
+        if card.member_id is None:
+            return Scan(view, None, None)
+        member = await s.scalar(
+            select(Member).where(Member.tenant_id == tenant_id, Member.id == card.member_id)
+        )
+        assert member is not None  # the foreign key guarantees it
+        return Scan(
+            view, members.member_view(member), await balances.balance_of(s, tenant_id, member, now=now)
+        )

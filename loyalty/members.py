@@ -45,7 +45,7 @@ class CardView:
     outlet_id: int | None
 
 
-def _member_view(m: Member) -> MemberView:
+def member_view(m: Member) -> MemberView:
     return MemberView(
         m.id, m.tier, m.available, m.pending, m.debt, m.visits, m.last_visit_at, m.enrolled_at, tuple(m.tags)
     )
@@ -91,7 +91,7 @@ async def get_member(db: Database, tenant_id: int, member_id: int) -> MemberView
         member = await s.scalar(select(Member).where(Member.tenant_id == tenant_id, Member.id == member_id))
     if member is None:
         raise NotFound(f"member {member_id} not found")
-    return _member_view(member)
+    return member_view(member)
 
 
 async def issue_cards(
