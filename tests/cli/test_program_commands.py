@@ -1,4 +1,4 @@
-"""The operator CLI for program documents: validate, source, simulate, demo."""
+"""The operator CLI for program documents: validate, source, simulate."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ KAFFEEHAUS = ROOT / "examples" / "kaffeehaus.yaml"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loyalty.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "loyalty.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=60,
+    )
 
 
 def test_validate_accepts_the_demo_program() -> None:
@@ -32,8 +37,9 @@ def test_validate_reports_a_misspelled_field_with_line_column_and_hint(tmp_path:
     done = run("program", "validate", str(bad))
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert lines[0] == (f"{bad}:31:12: rules[1].where: unknown field item.categroy "
-                        "(did you mean item.category?)")
+    assert lines[0] == (
+        f"{bad}:31:12: rules[1].where: unknown field item.categroy (did you mean item.category?)"
+    )
     assert lines[-1] == f"loyalty: error: {bad}: 1 problem found"
 
 
@@ -41,7 +47,7 @@ def test_validate_reports_every_problem_one_line_each(tmp_path: Path) -> None:
     """Several problems in one document are all reported, one line each, in document order."""
     bad = tmp_path / "bad.yaml"
     text = KAFFEEHAUS.read_text()
-    text = text.replace('weekday(tx.time) == "tue"', 'weekday(tx.time) == 2')
+    text = text.replace('weekday(tx.time) == "tue"', "weekday(tx.time) == 2")
     text = text.replace('item.sku == "WASH"', 'item.skus == "WASH"')
     bad.write_text(text)
     done = run("program", "validate", str(bad))
@@ -71,11 +77,15 @@ def test_bad_invocations_fail_with_one_line(args: tuple[str, ...], message: str)
 def test_simulate_prints_points_and_explanation(tmp_path: Path) -> None:
     """`loyalty simulate` evaluates a basket file and explains each rule's part of the total."""
     basket = tmp_path / "basket.json"
-    basket.write_text(json.dumps({
-        "occurred_at": "2026-11-24T15:10:00+01:00",
-        "member": {"tier": "silver"},
-        "items": [{"sku": "LATTE", "category": "coffee", "quantity": 2, "unit_price": 390}],
-    }))
+    basket.write_text(
+        json.dumps(
+            {
+                "occurred_at": "2026-11-24T15:10:00+01:00",
+                "member": {"tier": "silver"},
+                "items": [{"sku": "LATTE", "category": "coffee", "quantity": 2, "unit_price": 390}],
+            }
+        )
+    )
     done = run("simulate", str(KAFFEEHAUS), str(basket), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -94,11 +104,3 @@ def test_simulate_rejects_a_naive_time_and_unknown_fields(tmp_path: Path) -> Non
     basket.write_text(json.dumps({"occurred_at": "2026-11-24T15:10:00Z", "items": [], "totl": 3}))
     done = run("simulate", str(KAFFEEHAUS), str(basket))
     assert done.returncode == 1 and "totl" in done.stderr
-
-
-def test_demo_runs_from_any_directory(tmp_path: Path) -> None:
-    """`loyalty demo` explains its sample baskets and ends with a stamp-card voucher."""
-    done = run("demo", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "total 38 points" in done.stdout  # (7.80 + 2.55) x3 Tuesday x1.25 silver = 38.81
-    assert "vouchers: FREE-WASH" in done.stdout

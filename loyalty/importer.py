@@ -1,0 +1,556 @@
+"""Importing historic purchases: a stream of rows in, batches of postings out.
+
+The file is read row by row and never held in memory: CSV with one row per basket line (consecutive
+rows with the same outlet and external id are one purchase) or JSON lines with one purchase per line.
+Each purchase goes through the posting path of :mod:`loyalty.transactions` (evaluation with the version
+valid at ``occurred_at``, lot, ledger entries, tiers, stamps), with the posting clock set to
+``occurred_at``, so the ledger, monthly reports and tiers read as if the purchases had been posted live.
+Run the jobs afterwards (``loyalty jobs run ...``) to release and expire what is due by now.
+
+* **Batches are all-or-nothing**: a batch is one database transaction. A row that cannot be read or
+  posted rejects its whole batch, which is rolled back; the import goes on with the next batch and
+  the report names every rejected batch, its lines and the reason of each bad row.
+* **Re-running the same file adds nothing**: a purchase whose (outlet, external id) is already booked
+  is skipped (one query per batch finds them), and the database refuses a duplicate anyway.
+* **Members and cards**: ``card`` is a card number of the tenant (its prefix and check digit). A card
+  not yet known is created, as if printed, and bound on first use to a new member, or to the member of
+  an earlier row with the same ``member`` reference (a member with several cards); within one run,
+  member references are remembered.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import rules
+from loyalty import transactions
+from loyalty.cards.numbers import InvalidCardNumber, parse_card_number
+from loyalty.db import Database
+from loyalty.errors import LoyaltyError
+from loyalty.members import member_of_card
+from loyalty.models import Card, Outlet, Tenant, Transaction
+
+#: Purchases per batch (one database transaction each): large enough to amortise the commit, small
+#: enough that a rejected batch is cheap to fix and re-run.
+BATCH_SIZE = 500
+#: Longest line accepted in a file (a JSON purchase of a full basket is well under this).
+MAX_LINE = 1024 * 1024
+#: Most lines one CSV purchase or one JSON purchase may have (the engine's basket limit).
+MAX_ITEMS = rules.engine.MAX_ITEMS
+#: Rejected batches whose rows the report lists in full (the count covers all of them).
+MAX_REPORTED_BATCHES = 50
+
+#: Cards whose member is remembered during one run (a few MB at most).
+CARD_CACHE = 200_000
+
+CSV_COLUMNS = ("external_id", "outlet", "card", "occurred_at", "sku", "unit_price")
+CSV_OPTIONAL = ("member", "category", "quantity", "tags")
+CHANNEL = "import"
+
+
+class ImportFileError(LoyaltyError):
+    """The file as a whole cannot be imported (unknown format, missing columns); nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """One purchase read from the file; ``line`` is where it starts (1-based, header included)."""
+
+    line: int
+    outlet: str
+    external_id: str
+    card: str
+    occurred_at: datetime
+    items: tuple[rules.Item, ...]
+    member: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    reason: str
+
+
+Parsed = Purchase | RowError
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedBatch:
+    first_line: int
+    last_line: int
+    purchases: int
+    errors: tuple[RowError, ...]
+
+
+@dataclass(slots=True)
+class ImportReport:
+    purchases: int = 0
+    imported: int = 0
+    #: Already booked before this run (same outlet and external id): skipped.
+    skipped: int = 0
+    rejected: int = 0
+    points: int = 0
+    rejected_batches: list[RejectedBatch] = field(default_factory=list)
+    rejected_batch_count: int = 0
+    elapsed_seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.purchases / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _when(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"occurred_at {text!r} is not an ISO 8601 date and time") from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"occurred_at {text!r} has no time zone (add +01:00 or Z)")
+    return at
+
+
+def _int(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{what} must be a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a whole number") from None
+    if number < minimum:
+        raise ValueError(f"{what} must be at least {minimum}")
+    return number
+
+
+def _text(value: Any, what: str, limit: int = 64, *, required: bool = True) -> str:
+    if value is None or value == "":
+        if required:
+            raise ValueError(f"{what} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text")
+    value = value.strip()
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+    return value
+
+
+def _item(sku: Any, category: Any, quantity: Any, unit_price: Any, tags: Any) -> rules.Item:
+    if isinstance(tags, str):
+        tags = [t for t in (t.strip() for t in tags.split(";")) if t]
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError("tags must be a list of strings")
+    return rules.Item(
+        sku=_text(sku, "sku"),
+        category=_text(category, "category", required=False),
+        quantity=_int(1 if quantity in (None, "") else quantity, "quantity", 1),
+        unit_price=_int(unit_price, "unit_price (minor units, e.g. cents)", 0),
+        tags=tuple(tags),
+    )
+
+
+def _head(line: int, outlet: Any, external_id: Any, card: Any, occurred_at: Any, member: Any) -> Purchase:
+    if not isinstance(occurred_at, str):
+        raise ValueError("occurred_at must be an ISO 8601 string")
+    try:
+        number = parse_card_number(_text(card, "card", 32))
+    except InvalidCardNumber as exc:
+        raise ValueError(f"card: {exc}") from None
+    return Purchase(
+        line=line,
+        outlet=_text(outlet, "outlet"),
+        external_id=_text(external_id, "external_id", transactions.MAX_EXTERNAL_ID),
+        card=number,
+        occurred_at=_when(occurred_at),
+        items=(),
+        member=_text(member, "member", 100, required=False) or None,
+    )
+
+
+def read_csv(stream: IO[str]) -> Iterator[Parsed]:
+    """Purchases from CSV: a header row, then one row per basket line; see :data:`CSV_COLUMNS`."""
+    reader = csv.reader(stream)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise ImportFileError(f"line 1: {exc}") from None
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise ImportFileError(
+            f"line 1: the header lacks the column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (expected {', '.join(CSV_COLUMNS + CSV_OPTIONAL)})"
+        )
+    col = {name: header.index(name) for name in CSV_COLUMNS + CSV_OPTIONAL if name in header}
+    width = len(header)
+    current: Purchase | None = None
+    items: list[rules.Item] = []
+    failed: RowError | None = None  # a bad line spoils its whole purchase: skip its other lines
+    key: tuple[str, str] | None = None
+
+    def value(row: list[str], name: str) -> str | None:
+        return row[col[name]] if name in col else None
+
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            yield RowError(line, str(exc))
+            continue
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        row_key = (row[col["outlet"]].strip(), row[col["external_id"]].strip()) if len(row) == width else None
+        if row_key is None or row_key != key:
+            if current is not None:
+                yield Purchase(
+                    current.line,
+                    current.outlet,
+                    current.external_id,
+                    current.card,
+                    current.occurred_at,
+                    tuple(items),
+                    current.member,
+                )
+            current, items, failed, key = None, [], None, row_key
+        if failed is not None:
+            continue
+        try:
+            if len(row) != width:
+                raise ValueError(f"{len(row)} fields, the header has {width}")
+            if current is None:
+                current = _head(
+                    line,
+                    value(row, "outlet"),
+                    value(row, "external_id"),
+                    value(row, "card"),
+                    value(row, "occurred_at"),
+                    value(row, "member"),
+                )
+            if len(items) >= MAX_ITEMS:
+                raise ValueError(f"a purchase holds at most {MAX_ITEMS} lines")
+            items.append(
+                _item(
+                    value(row, "sku"),
+                    value(row, "category"),
+                    value(row, "quantity"),
+                    value(row, "unit_price"),
+                    value(row, "tags") or "",
+                )
+            )
+        except ValueError as exc:
+            failed = RowError(line, str(exc))
+            current, items = None, []
+            yield failed
+    if current is not None:
+        yield Purchase(
+            current.line,
+            current.outlet,
+            current.external_id,
+            current.card,
+            current.occurred_at,
+            tuple(items),
+            current.member,
+        )
+
+
+def read_jsonl(stream: IO[str]) -> Iterator[Parsed]:
+    """Purchases from JSON lines: one object per line with ``items`` (a list of basket lines)."""
+    for line, text in enumerate(stream, start=1):
+        if not text.strip():
+            continue
+        try:
+            if len(text) > MAX_LINE:
+                raise ValueError(f"the line is longer than {MAX_LINE} characters")
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            unknown = set(data) - {"external_id", "outlet", "card", "member", "occurred_at", "items"}
+            if unknown:
+                raise ValueError(
+                    f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(sorted(unknown))}"
+                )
+            head = _head(
+                line,
+                data.get("outlet"),
+                data.get("external_id"),
+                data.get("card"),
+                data.get("occurred_at"),
+                data.get("member"),
+            )
+            lines = data.get("items")
+            if not isinstance(lines, list) or not lines:
+                raise ValueError("items must be a non-empty list")
+            if len(lines) > MAX_ITEMS:
+                raise ValueError(f"a purchase holds at most {MAX_ITEMS} lines")
+            items = []
+            for i, it in enumerate(lines):
+                if not isinstance(it, dict):
+                    raise ValueError(f"items[{i}] must be an object")
+                try:
+                    items.append(
+                        _item(
+                            it.get("sku"),
+                            it.get("category"),
+                            it.get("quantity"),
+                            it.get("unit_price"),
+                            it.get("tags", []),
+                        )
+                    )
+                except ValueError as exc:
+                    raise ValueError(f"items[{i}]: {exc}") from None
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            yield RowError(line, str(exc))
+            continue
+        yield Purchase(
+            head.line, head.outlet, head.external_id, head.card, head.occurred_at, tuple(items), head.member
+        )
+
+
+def format_of(path: Path, given: str | None = None) -> str:
+    """``csv`` or ``jsonl``, from ``given`` or the file's suffix."""
+    fmt = (given or path.suffix.lstrip(".")).lower()
+    fmt = {"ndjson": "jsonl", "json": "jsonl"}.get(fmt, fmt)
+    if fmt not in ("csv", "jsonl"):
+        raise ImportFileError(f"{path}: cannot tell the format from the suffix; use --format csv or jsonl")
+    return fmt
+
+
+def read_file(stream: IO[str], fmt: str) -> Iterator[Parsed]:
+    return read_csv(stream) if fmt == "csv" else read_jsonl(stream)
+
+
+class CountingReader(io.RawIOBase):
+    """A binary file that counts the bytes read, so a progress bar can follow a streamed text file."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.count += n or 0
+        return int(n or 0)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def open_text(path: Path) -> tuple[IO[str], CountingReader]:
+    """The file as UTF-8 text (a BOM is skipped), read in chunks, with a byte counter."""
+    counter = CountingReader(path.open("rb"))
+    return io.TextIOWrapper(io.BufferedReader(counter, 1 << 16), encoding="utf-8-sig", newline=""), counter
+
+
+# ---------------------------------------------------------------------------------------------------
+# Posting
+
+
+class _Rejected(Exception):
+    def __init__(self, error: RowError) -> None:
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Context:
+    tenant_id: int
+    prefix: str
+    outlets: dict[str, int]
+    members: dict[str, int]
+    #: Card number -> member of cards seen active in this run (saves two queries per purchase).
+    cards: dict[str, int] = field(default_factory=dict)
+
+
+async def _context(db: Database, tenant_id: int) -> _Context:
+    async with db.read() as s:
+        prefix = await s.scalar(select(Tenant.card_prefix).where(Tenant.id == tenant_id))
+        outlets = dict(
+            (await s.execute(select(Outlet.code, Outlet.id).where(Outlet.tenant_id == tenant_id))).all()
+        )
+    if prefix is None:
+        raise ImportFileError(f"tenant {tenant_id} not found")
+    return _Context(tenant_id, prefix, outlets, {})
+
+
+async def _member(s: AsyncSession, ctx: _Context, p: Purchase, staged: dict[str, int]) -> int:
+    """The member of the purchase's card, creating the card (and binding it) when it is new."""
+    known_card = ctx.cards.get(p.card)
+    if known_card is not None:
+        return known_card
+    row = (
+        await s.execute(
+            select(Card.id, Card.state, Card.member_id).where(
+                Card.tenant_id == ctx.tenant_id, Card.number == p.card
+            )
+        )
+    ).first()
+    known = staged.get(p.member) or ctx.members.get(p.member) if p.member else None
+    if row is None:
+        if not p.card.startswith(ctx.prefix):
+            raise LoyaltyError(
+                f"card {p.card} is not a card of this tenant (numbers start with {ctx.prefix})"
+            )
+        values = {
+            "tenant_id": ctx.tenant_id,
+            "number": p.card,
+            "serial": int(p.card[len(ctx.prefix) : -1]),
+            "outlet_id": None,
+            "created_at": p.occurred_at,
+        }
+        if known is not None:
+            await s.execute(
+                insert(Card).values(state="active", member_id=known, activated_at=p.occurred_at, **values)
+            )
+            return known
+        await s.execute(insert(Card).values(state="blank", member_id=None, **values))
+    elif row.state == "blank" and known is not None:
+        await s.execute(
+            update(Card)
+            .where(Card.id == row.id, Card.state == "blank")
+            .values(state="active", member_id=known, activated_at=p.occurred_at)
+        )
+        return known
+    member_id = await member_of_card(s, ctx.tenant_id, p.card, p.occurred_at)
+    if p.member and known is None:
+        staged[p.member] = member_id
+    return member_id
+
+
+async def _booked(db: Database, tenant_id: int, batch: list[Purchase]) -> set[tuple[int, str]]:
+    async with db.read() as s:
+        rows = await s.execute(
+            select(Transaction.outlet_id, Transaction.external_id).where(
+                Transaction.tenant_id == tenant_id,
+                Transaction.external_id.in_({p.external_id for p in batch}),
+            )
+        )
+        return {(o, e) for o, e in rows.all()}
+
+
+async def _post_batch(
+    db: Database, ctx: _Context, batch: list[Purchase], report: ImportReport, channel: str
+) -> None:
+    booked = await _booked(db, ctx.tenant_id, batch)
+    staged: dict[str, int] = {}
+    cards: dict[str, int] = {}
+    imported = skipped = points = 0
+    seen: set[tuple[int, str]] = set()
+    async with db.write() as s:
+        for p in batch:
+            outlet_id = ctx.outlets.get(p.outlet)
+            if outlet_id is None:
+                raise _Rejected(RowError(p.line, f"outlet {p.outlet!r} not found"))
+            key = (outlet_id, p.external_id)
+            if key in booked or key in seen:
+                skipped += 1
+                continue
+            seen.add(key)
+            try:
+                member_id = await _member(s, ctx, p, staged)
+                cards[p.card] = member_id
+                # The posting path itself, inside this batch's database transaction.
+                posting = await transactions._post(
+                    s,
+                    db.dialect,
+                    ctx.tenant_id,
+                    member_id,
+                    outlet_id,
+                    p.external_id,
+                    p.occurred_at,
+                    p.items,
+                    p.occurred_at,
+                    channel,
+                )
+            except transactions._Replay:
+                skipped += 1
+                continue
+            except (LoyaltyError, InvalidCardNumber) as exc:
+                raise _Rejected(RowError(p.line, str(exc))) from None
+            imported += 1
+            points += posting.points
+    ctx.members.update(staged)
+    if len(ctx.cards) > CARD_CACHE:
+        ctx.cards.clear()
+    ctx.cards.update(cards)
+    report.imported += imported
+    report.skipped += skipped
+    report.points += points
+
+
+async def import_purchases(
+    db: Database,
+    tenant_id: int,
+    rows: Iterable[Parsed],
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[ImportReport], None] | None = None,
+    channel: str = CHANNEL,
+) -> ImportReport:
+    """Post ``rows`` in batches of ``batch_size`` purchases; see the module docstring for the rules."""
+    ctx = await _context(db, tenant_id)
+    report = ImportReport()
+    started = time.perf_counter()
+    batch: list[Purchase] = []
+    errors: list[RowError] = []
+    first_line = 0
+
+    async def flush(last_line: int) -> None:
+        nonlocal batch, errors, first_line
+        count = len(batch) + len(errors)
+        report.purchases += count
+        if errors:
+            _reject(report, RejectedBatch(first_line, last_line, count, tuple(errors)))
+        elif batch:
+            try:
+                await _post_batch(db, ctx, batch, report, channel)
+            except _Rejected as rejected:
+                _reject(report, RejectedBatch(first_line, last_line, count, (rejected.error,)))
+        batch, errors, first_line = [], [], 0
+        report.elapsed_seconds = time.perf_counter() - started
+        if progress is not None:
+            progress(report)
+
+    last_line = 0
+    for row in rows:
+        if not first_line:
+            first_line = row.line
+        last_line = row.line
+        if isinstance(row, RowError):
+            errors.append(row)
+        else:
+            batch.append(row)
+        if len(batch) + len(errors) >= batch_size:
+            await flush(last_line)
+    if batch or errors:
+        await flush(last_line)
+    report.elapsed_seconds = time.perf_counter() - started
+    return report
+
+
+def _reject(report: ImportReport, batch: RejectedBatch) -> None:
+    report.rejected += batch.purchases
+    report.rejected_batch_count += 1
+    if len(report.rejected_batches) < MAX_REPORTED_BATCHES:
+        report.rejected_batches.append(batch)

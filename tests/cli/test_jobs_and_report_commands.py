@@ -1,0 +1,86 @@
+"""`loyalty jobs run` and `loyalty report liability|monthly|partners`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from loyalty.cards.numbers import make_card_number
+from tests.cli.conftest import Cli, count, ok, one_line_error
+
+CARD = make_card_number("7301", 7)
+
+
+@pytest.fixture
+def history(shop: Path, tmp_path: Path, cli: Cli) -> Path:
+    """Two purchases in March 2025 (pending 14 days, expiring after 12 months) for one member."""
+    path = tmp_path / "h.csv"
+    path.write_text(
+        "external_id,outlet,card,occurred_at,sku,category,quantity,unit_price\n"
+        f"h1,cafe-1,{CARD},2025-03-03T09:00:00+01:00,LATTE,coffee,2,390\n"
+        f"h2,bakery-1,{CARD},2025-03-20T09:00:00+01:00,RYE,bread,1,1000\n"
+    )
+    ok(cli("import", "transactions", path))
+    return shop
+
+
+def test_jobs_release_pending_points_as_of_a_date(history: Path, cli: Cli) -> None:
+    """`jobs run pending --as-of` releases only what is due by the end of that day, and is idempotent."""
+    done = ok(cli("jobs", "run", "pending", "--as-of", "2025-03-17"))
+    assert "job release" in done.out and "1 lots, 7 points, 1 members" in done.out
+    assert count(history, "point_lots", "state = 'available'") == 1
+    assert "0 lots" in ok(cli("jobs", "run", "pending", "--as-of", "2025-03-17")).out
+
+
+def test_jobs_run_all_expires_old_lots(history: Path, cli: Cli) -> None:
+    """`jobs run all` releases, expires (12 months, end of month) and evaluates tiers, with a summary each."""
+    done = ok(cli("jobs", "run", "all", "--as-of", "2026-04-01"))
+    assert [line.split()[1] for line in done.out.splitlines()] == ["release", "expiry", "tiers"]
+    assert count(history, "point_lots", "state = 'expired'") == 2
+    assert "2 lots, 17 points" in done.out.splitlines()[1]
+
+
+def test_jobs_reject_an_unknown_job_or_date(history: Path, cli: Cli) -> None:
+    """An unknown job name or a malformed date is one error line and no job run is recorded."""
+    one_line_error(cli("jobs", "run", "everything"), "everything")
+    one_line_error(cli("jobs", "run", "expiry", "--as-of", "31.12.2025"), "--as-of", "not a date")
+    assert count(history, "job_runs") == 0
+
+
+def test_report_liability_in_three_formats(history: Path, cli: Cli) -> None:
+    """The liability report is a table, a CSV and JSON with the same figures."""
+    assert "liability" in ok(cli("report", "liability")).out
+    rows = list(csv.DictReader(io.StringIO(ok(cli("report", "liability", "--format", "csv")).out)))
+    assert rows == [{"members": "1", "available": "0", "pending": "17", "debt": "0", "net": "17"}]
+    assert json.loads(ok(cli("report", "liability", "--format", "json")).out)[0]["net"] == 17
+
+
+def test_report_monthly_and_partners(history: Path, cli: Cli) -> None:
+    """Monthly movements cover the asked months; the partner report sums a period's sales per partner."""
+    months = json.loads(ok(cli("report", "monthly", "--months", "3", "--format", "json")).out)
+    assert len(months) == 3 and set(months[0]) == {
+        "month",
+        "issued",
+        "reversed",
+        "redeemed",
+        "expired",
+        "adjusted",
+    }
+    partners = json.loads(
+        ok(cli("report", "partners", "--from", "2025-03-01", "--to", "2025-03-31", "--format", "json")).out
+    )
+    by_code = {p["partner"]: p for p in partners}
+    assert by_code["cafe"]["spend"] == 780 and by_code["bakery"]["points_issued"] == 10
+    assert by_code["carwash"]["transactions"] == 0
+    assert "7.80" in ok(cli("report", "partners", "--from", "2025-03-01", "--to", "2025-03-31")).out
+
+
+def test_reports_reject_bad_options(history: Path, cli: Cli) -> None:
+    """A reversed period, an unknown format or too many months: one error line each."""
+    one_line_error(cli("report", "partners", "--from", "2025-04-01", "--to", "2025-03-01"), "after --from")
+    one_line_error(cli("report", "liability", "--format", "xml"), "xml")
+    one_line_error(cli("report", "monthly", "--months", "99"), "--months")
