@@ -34,7 +34,7 @@ from loyalty.baskets import Basket
 from loyalty.cards.errors import CardError
 from loyalty.db import Database
 from loyalty.errors import LoyaltyError, NotFound
-from loyalty.models import Card, Partner, Tenant
+from loyalty.models import Card, Tenant
 
 T = TypeVar("T")
 
@@ -512,22 +512,15 @@ def partner_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) 
         async with _database() as db:
             t = await _tenant(db, tenant)
             outlets = await tenants.list_outlets(db, t.id)
-            async with db.read() as s:
-                rows = (
-                    await s.execute(
-                        select(Partner.id, Partner.code, Partner.name)
-                        .where(Partner.tenant_id == t.id)
-                        .order_by(Partner.code)
-                    )
-                ).all()
+            partners = await tenants.list_partners(db, t.id)
         return [
             {
-                "id": r[0],
-                "code": r[1],
-                "name": r[2],
-                "outlets": sum(1 for o in outlets if o.partner_id == r[0]),
+                "id": p.id,
+                "code": p.code,
+                "name": p.name,
+                "outlets": sum(1 for o in outlets if o.partner_id == p.id),
             }
-            for r in rows
+            for p in partners
         ]
 
     _emit(_run(go()), fmt, "partners")
@@ -547,10 +540,9 @@ def outlet_create(
     async def go() -> tenants.OutletView:
         async with _database() as db:
             t = await _tenant(db, tenant)
-            async with db.read() as s:
-                partner_id = await s.scalar(
-                    select(Partner.id).where(Partner.tenant_id == t.id, Partner.code == partner)
-                )
+            partner_id = next(
+                (p.id for p in await tenants.list_partners(db, t.id) if p.code == partner), None
+            )
             if partner_id is None:
                 raise NotFound(f"partner {partner!r} not found")
             return await tenants.create_outlet(

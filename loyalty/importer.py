@@ -471,7 +471,7 @@ async def _post_batch(
                 member_id = await _member(s, ctx, p, staged)
                 cards[p.card] = member_id
                 # The posting path itself, inside this batch's database transaction.
-                posting = await transactions._post(
+                posting = await transactions.post_in_session(
                     s,
                     db.dialect,
                     ctx.tenant_id,
@@ -483,7 +483,7 @@ async def _post_batch(
                     p.occurred_at,
                     channel,
                 )
-            except transactions._Replay:
+            except transactions.AlreadyPosted:
                 skipped += 1
                 continue
             except (LoyaltyError, InvalidCardNumber) as exc:

@@ -112,6 +112,16 @@ async def create_partner(
     return PartnerView(partner_id, code, name)
 
 
+async def list_partners(db: Database, tenant_id: int) -> list[PartnerView]:
+    async with db.read() as s:
+        rows = await s.execute(
+            select(Partner.id, Partner.code, Partner.name)
+            .where(Partner.tenant_id == tenant_id)
+            .order_by(Partner.code)
+        )
+        return [PartnerView(int(i), code, name) for i, code, name in rows]
+
+
 async def create_outlet(
     db: Database,
     tenant_id: int,

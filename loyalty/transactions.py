@@ -71,8 +71,15 @@ class Posting:
     replayed: bool = False
 
 
-class _Replay(Exception):
+class AlreadyPosted(Exception):
+    """The receipt (outlet, external id) was booked before; ``transaction_id`` is the first posting.
+
+    Raised before anything of the new posting is written, so the caller may carry on in the same
+    database transaction (an import batch) or roll back and read the first result (a till).
+    """
+
     def __init__(self, transaction_id: int) -> None:
+        super().__init__(transaction_id)
         self.transaction_id = transaction_id
 
 
@@ -147,7 +154,7 @@ async def post_transaction(
             if card_number is not None:
                 member_id = await member_of_card(s, tenant_id, card_number, now)
             assert member_id is not None
-            return await _post(
+            return await post_in_session(
                 s,
                 db.dialect,
                 tenant_id,
@@ -159,7 +166,7 @@ async def post_transaction(
                 now,
                 channel,
             )
-    except _Replay as replay:
+    except AlreadyPosted as replay:
         async with db.read() as s:
             first = await _posting(s, tenant_id, replay.transaction_id)
         return dataclasses.replace(first, replayed=True)
@@ -232,7 +239,7 @@ OUTLET_CACHE_SECONDS = 60.0
 _outlets = _OutletCache(OUTLET_CACHE_SECONDS)
 
 
-async def _post(
+async def post_in_session(
     s: AsyncSession,
     dialect: str,
     tenant_id: int,
@@ -244,6 +251,12 @@ async def _post(
     now: datetime,
     channel: str,
 ) -> Posting:
+    """Book one purchase inside the caller's write transaction (the till's, or an import batch's).
+
+    The member row is locked first; AlreadyPosted means the receipt was booked before and nothing
+    of this posting was written.
+    """
+    _validate(external_id, items, occurred_at)
     conn = await s.connection()
     outlet = _outlets.get((tenant_id, outlet_id))
     if outlet is None:
@@ -317,7 +330,7 @@ async def _post(
             )
         )
         assert existing is not None
-        raise _Replay(existing)
+        raise AlreadyPosted(existing)
 
     item_points = result.items
     await conn.execute(
