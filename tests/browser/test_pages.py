@@ -1,0 +1,236 @@
+"""The web pages in headless Chromium: a cashier, a customer, a marketer and an admin click through."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser fixture skips (or, under CI=true, fails) and says why
+    expect = None
+
+from .conftest import DESK, PHONE, TABLET, Site, screenshot
+
+
+def _fill_line(page: Any, line: int, sku: str, category: str, price: str, qty: str) -> None:
+    page.fill(f"#basket-rows input[data-field=sku][data-line='{line}']", sku)
+    page.fill(f"#basket-rows input[data-field=category][data-line='{line}']", category)
+    page.fill(f"#basket-rows input[data-field=price][data-line='{line}']", price)
+    page.fill(f"#basket-rows input[data-field=qty][data-line='{line}']", qty)
+
+
+def _fits(page: Any, viewport: dict[str, int]) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= viewport["width"], f"the page scrolls sideways: {width} px wide"
+
+
+def _earn_rows(site: Site, card: str) -> list[dict[str, Any]]:
+    return [row for row in site.history(card) if row["cause"] == "earn"]
+
+
+def test_till_posts_a_basket_and_shows_the_new_balance(open_page: Any, site: Site) -> None:
+    """A cashier enters the key once, scans a card, posts a basket and sees points, rules and balance."""
+    t = site.tenant
+    page = open_page("/till", TABLET)
+    page.fill("#key-input", t.keys["cashier"])
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-panel", state="hidden")
+
+    page.fill("#scan-input", t.cards[0])
+    page.press("#scan-input", "Enter")
+    page.wait_for_selector("#member-panel:not([hidden])")
+    pending_before = int(page.inner_text("#bal-pending").replace(",", ""))
+    assert page.inner_text("#bal-available") == "350"
+
+    _fill_line(page, 0, "LATTE", "coffee", "3.50", "2")
+    page.click("#add-item")
+    _fill_line(page, 1, "APPLE", "organic", "1,20", "5")
+    assert page.inner_text("#basket-total").startswith("13.00")
+    page.click("#post-basket")
+    page.wait_for_selector("#result:not([hidden])")
+
+    # 7 points for the coffee, 6 for the apples doubled to 12: 19.
+    assert page.inner_text("#result-points") == "19"
+    rules = page.inner_text("#result-rules")
+    assert "base" in rules and "organic-double" in rules
+    expect(page.locator("#bal-pending")).to_have_text(str(pending_before + 19))
+    assert "19 points" not in page.inner_text("#notice")
+    assert page.locator("#recent li").count() == 1
+    _fits(page, TABLET)
+    screenshot(page, "till")
+    assert page.js_errors == []
+
+
+def test_a_double_tap_or_a_retry_books_once(open_page: Any, site: Site) -> None:
+    """Two taps on Post, and a retry after the answer was lost, book one transaction with one key."""
+    t = site.tenant
+    card = t.cards[1]  # a blank card: the cashier activates it first
+    page = open_page("/till", TABLET, key_slot="cashier")
+    page.fill("#scan-input", t.tokens[card])
+    page.click("#scan-button")
+    page.wait_for_selector("#blank-card:not([hidden])")
+    page.click("#activate-button")
+    page.wait_for_selector("#member-figures:not([hidden])")
+
+    sent: list[str] = []
+    lost = {"first": True}
+
+    def lose_the_first_answer(route: Any) -> None:
+        sent.append(route.request.headers["idempotency-key"])
+        if lost["first"]:
+            lost["first"] = False
+            route.fetch()  # the server books it, but the till never hears back
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/v1/till/transactions", lose_the_first_answer)
+    _fill_line(page, 0, "CAKE", "bakery", "4.00", "1")
+    page.dblclick("#post-basket")
+    page.evaluate("() => { const b = document.getElementById('post-basket'); b.click(); b.click(); }")
+    page.wait_for_selector("#result:not([hidden])")
+
+    assert page.inner_text("#result-points") == "4"
+    assert len(sent) == 2 and sent[0] == sent[1], sent
+    assert len(_earn_rows(site, card)) == 1
+    screenshot(page, "till-double-tap")
+
+
+def test_till_redeems_a_reward_and_refunds_an_item(open_page: Any, site: Site) -> None:
+    """A reward within reach is redeemed once; a returned item takes its points back."""
+    page = open_page("/till", TABLET, key_slot="cashier")
+    page.fill("#scan-input", site.rich_card)
+    page.click("#scan-button")
+    page.wait_for_selector("#rewards li")
+    page.dblclick("#rewards button[data-reward=COFFEE]")
+    page.wait_for_selector("#notice.ok")
+    assert "Redeemed COFFEE" in page.inner_text("#notice")
+    expect(page.locator("#bal-available")).to_have_text("700")
+
+    _fill_line(page, 0, "BREAD", "bakery", "5.00", "2")
+    page.click("#post-basket")
+    page.wait_for_selector("#result:not([hidden])")
+    page.click("#recent li:first-child button:has-text('Refund…')")
+    page.fill("#recent li:first-child input.qty", "1")
+    page.click("#recent li:first-child button:has-text('Refund selected')")
+    page.wait_for_selector("#notice.ok:has-text('Refunded')")
+    assert "5 points reversed" in page.inner_text("#notice")
+    redemptions = [r for r in site.history(site.rich_card) if r["cause"] == "redemption"]
+    assert len(redemptions) == 1
+    screenshot(page, "till-refund")
+
+
+def _document_line(page: Any, needle: str) -> int:
+    text: str = page.input_value("#document")
+    return next(i for i, line in enumerate(text.split("\n"), 1) if needle in line)
+
+
+def test_editor_shows_an_error_at_its_line_and_clears_it(open_page: Any, site: Site) -> None:
+    """A misspelled field is marked at its line and column while typing, and the mark goes when fixed."""
+    page = open_page("/editor", DESK, key_slot="marketer")
+    page.wait_for_selector("#status.ok")
+    text = page.input_value("#document")
+    assert 'item.category == "organic"' in text
+
+    page.fill("#document", text.replace('item.category == "organic"', 'item.categroy == "organic"'))
+    page.wait_for_selector("#problems li")
+    line = _document_line(page, "item.categroy")
+    column = page.input_value("#document").split("\n")[line - 1].index("item.categroy") + 1
+    problem = page.inner_text("#problems li")
+    assert f"Line {line}, column {column}" in problem
+    assert "did you mean item.category?" in problem
+    assert page.get_attribute(f"#gutter span[data-line='{line}']", "class") == "err"
+    assert page.locator("#gutter span.err").count() == 1
+    assert page.inner_text(f"#backdrop mark[data-line='{line}']") == "item.categroy"
+    assert "1 problem" in page.inner_text("#status")
+    screenshot(page, "editor-error")
+
+    page.fill("#document", text)
+    page.wait_for_selector("#status.ok")
+    assert page.locator("#problems li").count() == 0
+    assert page.locator("#gutter span.err").count() == 0
+
+
+def test_editor_simulates_backtests_and_publishes_a_draft(open_page: Any, site: Site) -> None:
+    """A draft is simulated on a basket, backtested on past purchases as a chart, and published."""
+    page = open_page("/editor", DESK, key_slot="marketer")
+    page.wait_for_selector("#status.ok")
+    text = page.input_value("#document")
+    page.fill("#document", text.replace("earn: {multiplier: 2}", "earn: {multiplier: 3}"))
+    page.wait_for_selector("#status.ok")
+
+    page.click("#simulate")
+    page.wait_for_selector("#simulation table")
+    assert "organic-double" in page.inner_text("#simulation")
+    page.click("#backtest")
+    page.wait_for_selector("#backtest-result svg.chart rect.bar.draft")
+    assert "organic-double" in page.inner_text("#backtest-result table")
+
+    valid_from = (datetime.now(UTC) + timedelta(days=30)).astimezone().strftime("%Y-%m-%dT%H:%M")
+    page.fill("#valid-from", valid_from)
+    page.click("#publish")
+    page.click("#publish-yes")
+    page.wait_for_selector("#notice.ok:has-text('is published')")
+    _fits(page, DESK)
+    screenshot(page, "editor-backtest")
+    versions = site.http.get("/v1/program/versions", headers=site.tenant.headers("marketer")).json()
+    assert sum(v["status"] == "published" for v in versions) == 2
+    assert page.js_errors == []
+
+
+def test_customer_page_shows_the_balance(open_page: Any, site: Site) -> None:
+    """The QR link shows the member's balance, tier progress, stamps, rewards and history on a phone."""
+    t = site.tenant
+    page = open_page(f"/c/{t.token}", PHONE)
+    assert page.inner_text("#balance").startswith("350")
+    assert "pending" in page.inner_text(".card-top")
+    assert "to reach" in page.inner_text("#tier")
+    assert page.locator(".stampcard circle.inked").count() >= 3
+    assert "Free coffee" in page.inner_text("#rewards")
+    assert "Purchase" in page.inner_text("#history")
+    _fits(page, PHONE)
+    screenshot(page, "card")
+
+
+def test_a_forged_card_link_shows_a_friendly_error_page(open_page: Any, site: Site) -> None:
+    """A tampered or made-up token gets a 404 page that explains, never a stack trace or JSON."""
+    token = site.tenant.token
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for bad in (forged, "not-a-card", "x" * 500):
+        page = open_page(f"/c/{bad}", PHONE)
+        response = page.request.get(f"/c/{bad}")
+        assert response.status == 404
+        assert response.headers["content-type"].startswith("text/html")
+        assert "We could not find this card" in page.inner_text("#card-error")
+        assert not re.search(r"Traceback|Exception|sqlalchemy", page.content())
+    screenshot(page, "card-error")
+
+
+def test_dashboard_renders_its_charts(open_page: Any, site: Site) -> None:
+    """The admin sees movements per month, liability, points per rule, tiers and partners."""
+    page = open_page("/dashboard", DESK, key_slot="dashboard", role="admin")
+    page.wait_for_selector("#monthly svg.chart")
+    heights = page.eval_on_selector_all(
+        "#monthly rect.bar.issued", "bars => bars.map(b => +b.getAttribute('height'))"
+    )
+    assert len(heights) == 12 and heights[-1] > 0, heights
+    page.wait_for_selector("#tiers svg.chart")
+    page.wait_for_selector("#rules svg.chart")
+    page.wait_for_selector("#partners table")
+    assert "cafe" in page.inner_text("#partners")
+    assert "net points owed" in page.inner_text("#liability").lower()
+    assert "bronze" in page.inner_text("#tiers")
+    _fits(page, DESK)
+    screenshot(page, "dashboard")
+    assert page.js_errors == []
+
+
+def test_dashboard_with_a_marketer_key_says_what_needs_an_admin(open_page: Any, site: Site) -> None:
+    """A marketer sees rules and tiers; admin-only reports say they need an admin key."""
+    page = open_page("/dashboard", DESK, key_slot="dashboard", role="marketer")
+    page.wait_for_selector("#rules svg.chart")
+    page.wait_for_selector("#tiers svg.chart")
+    page.wait_for_selector("#liability .needs-admin")
+    assert "Needs an admin key" in page.inner_text("#partners")
