@@ -81,14 +81,14 @@ class AdminController(Controller):
         return await access.list_keys(db_of(request), principal.tenant_id)
 
     @post("/keys/{key_id:int}/revocation", operation_id="revokeApiKey", status_code=200)
-    async def revoke_key(self, request: Request[Any, Any, Any], key_id: FromPath[int]) -> access.KeyInfo:
+    async def revoke_key(self, request: Request[Any, Any, Any], key_id: schemas.PathId) -> access.KeyInfo:
         principal = await caller(request)
         return await access.revoke_key(db_of(request), principal.tenant_id, key_id, now=now_of(request))
 
     # -- members and cards ----------------------------------------------------------------------------
 
     @get("/members/{member_id:int}", operation_id="getMember")
-    async def member(self, request: Request[Any, Any, Any], member_id: FromPath[int]) -> dict[str, Any]:
+    async def member(self, request: Request[Any, Any, Any], member_id: schemas.PathId) -> dict[str, Any]:
         principal = await caller(request)
         db = db_of(request)
         return {
@@ -117,7 +117,7 @@ class AdminController(Controller):
     async def adjust(
         self,
         request: Request[Any, Any, Any],
-        member_id: FromPath[int],
+        member_id: schemas.PathId,
         data: JSONBody[schemas.AdjustmentCreate],
     ) -> adjustments.AdjustmentResult:
         """Add or remove points by hand, with a reason; recorded with the key that did it."""
@@ -175,7 +175,7 @@ class AdminController(Controller):
     ) -> list[reports.PartnerSettlement]:
         """Per-partner settlement: sales, points issued there and rewards redeemed there."""
         principal = await caller(request)
-        start, end = schemas.aware(since, "since"), schemas.aware(until, "until")
+        start, end = schemas.period(since, until)
         return await reports.settlement(db_of(request), principal.tenant_id, since=start, until=end)
 
 
@@ -207,7 +207,7 @@ class CardBatchController(Controller):
         return await batches.list_batches(db_of(request), principal.tenant_id)
 
     @get("/{batch_id:int}/sheet", operation_id="cardBatchSheet", media_type="application/pdf")
-    async def sheet(self, request: Request[Any, Any, Any], batch_id: FromPath[int]) -> Response[bytes]:
+    async def sheet(self, request: Request[Any, Any, Any], batch_id: schemas.PathId) -> Response[bytes]:
         """The A4 PDF of the batch: a grid of cards with program name, QR, number and cut marks."""
         principal = await caller(request)
         pdf = await batches.batch_pdf(

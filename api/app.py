@@ -14,12 +14,14 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.stores.memory import MemoryStore
 
-from api import problems
-from api.admin import AdminController
+from api import openapi, problems
+from api.admin import AdminController, CardBatchController
 from api.auth import KEY_CACHE_SECONDS, KeyCache, Principal
 from api.customer import CustomerController
 from api.programs import ProgramController
 from api.till import TillController
+from api.web import STATIC, TEMPLATES, WebController
+from api.web_dashboard import DashboardController
 from loyalty import access
 from loyalty.db import Database
 from loyalty.secrets import Secrets, load_secrets
@@ -40,6 +42,20 @@ def _utcnow() -> datetime:
 def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
+
+
+JSON_TYPES = ("application/json",)
+
+
+async def _require_json(request: Request[Any, Any, Any]) -> None:
+    """A body sent to a JSON endpoint must say it is JSON (program documents take YAML too)."""
+    if request.method not in ("POST", "PUT", "PATCH") or request.route_handler.opt.get("document"):
+        return
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise problems.Problem(problems.UNSUPPORTED, "send the body as application/json")
 
 
 def _caller_identity(request: Request[Any, Any, Any]) -> str:
@@ -78,8 +94,20 @@ def create_app(
 
     limit = rate_limit or int(os.environ.get("LOYALTY_RATE_LIMIT", DEFAULT_RATE_LIMIT))
     app = Litestar(
-        route_handlers=[health, TillController, CustomerController, ProgramController, AdminController],
+        route_handlers=[
+            health,
+            TillController,
+            CustomerController,
+            ProgramController,
+            AdminController,
+            CardBatchController,
+            DashboardController,
+            WebController,
+            STATIC,
+        ],
+        template_config=TEMPLATES,
         exception_handlers={Exception: problems.handle},
+        before_request=_require_json,
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
         middleware=[
@@ -99,6 +127,7 @@ def create_app(
             path="/schema",
         ),
     )
+    openapi.document(app.openapi_schema)
     app.state.db = None
     app.state.secrets = secrets
     app.state.clock = clock

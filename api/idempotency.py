@@ -9,9 +9,10 @@ error releases the claim so that the till may retry.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response
+from litestar.params import HeaderParameter
 from litestar.serialization import encode_json
 
 from api import problems
@@ -20,6 +21,16 @@ from api.problems import BAD_REQUEST, PROBLEM_JSON, Problem
 from loyalty import access
 
 HEADER = "Idempotency-Key"
+#: Declared on every till write, so the schema documents it and a missing one is refused up front.
+IdempotencyKey = Annotated[
+    str,
+    HeaderParameter(
+        name=HEADER,
+        min_length=1,
+        max_length=access.MAX_IDEMPOTENCY_KEY,
+        description="A fresh value per till action, sent again unchanged on every retry of it.",
+    ),
+]
 REPLAYED = "Idempotent-Replayed"
 
 

@@ -143,7 +143,19 @@ def _from_evaluation_error(exc: rules.EvaluationError) -> Response[dict[str, Any
     return problem_response(INVALID, str(exc))
 
 
+def _undecodable(exc: Exception) -> Response[dict[str, Any]]:
+    return problem_response(BAD_REQUEST, "the body is not UTF-8 JSON, or it is nested too deeply")
+
+
 def _from_validation(exc: ValidationException) -> Response[dict[str, Any]]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    if any(isinstance(i, dict) and i.get("key") == "data" and i.get("source") == "body" for i in extra):
+        return problem_response(BAD_REQUEST, "this endpoint needs a JSON body")
+    headers = [i for i in extra if isinstance(i, dict) and i.get("source") == "header"]
+    if headers:
+        # A missing or malformed header (Idempotency-Key) makes the request malformed, not invalid.
+        names = ", ".join(str(i.get("key")) for i in headers)
+        return problem_response(BAD_REQUEST, f"header {names}: {headers[0].get('message')}")
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
@@ -184,6 +196,9 @@ TABLE: list[tuple[type[BaseException], Translator]] = [
     (rules.ProgramError, _from_program_error),
     (rules.EvaluationError, _from_evaluation_error),
     (ValidationException, _from_validation),
+    # Raised while decoding a body: bytes that are not UTF-8, or JSON nested deeper than the parser goes.
+    (UnicodeDecodeError, _undecodable),
+    (RecursionError, _undecodable),
     (HTTPException, _from_http),
 ]
 

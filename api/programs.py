@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 import rules
 from api import schemas
 from api.auth import requires
 from api.context import actor, caller, db_of, now_of
-from api.problems import INVALID, UNSUPPORTED, Problem
+from api.problems import UNSUPPORTED, Problem
 from loyalty import backtest, programs
 
 #: A program document is a few kB; this also bounds the YAML parser's work.
@@ -43,11 +43,6 @@ def summary(program: rules.CheckedProgram) -> dict[str, Any]:
     }
 
 
-def _period(since: Any, until: Any) -> None:
-    if until <= since:
-        raise Problem(INVALID, "until must be after since")
-
-
 class ProgramController(Controller):
     path = "/v1/program"
     tags = ["marketer"]
@@ -58,6 +53,7 @@ class ProgramController(Controller):
         operation_id="validateProgramDocument",
         status_code=200,
         request_max_body_size=MAX_DOCUMENT_BYTES,
+        opt={"document": True},
     )
     async def validate(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Check a document without saving it (the editor calls this as the marketer types)."""
@@ -77,12 +73,18 @@ class ProgramController(Controller):
 
     @get("/versions/{version_id:int}", operation_id="getProgramVersion")
     async def version(
-        self, request: Request[Any, Any, Any], version_id: FromPath[int]
+        self, request: Request[Any, Any, Any], version_id: schemas.PathId
     ) -> programs.VersionView:
         principal = await caller(request)
         return await programs.get_version(db_of(request), principal.tenant_id, version_id)
 
-    @post("/drafts", operation_id="saveDraft", status_code=201, request_max_body_size=MAX_DOCUMENT_BYTES)
+    @post(
+        "/drafts",
+        operation_id="saveDraft",
+        status_code=201,
+        request_max_body_size=MAX_DOCUMENT_BYTES,
+        opt={"document": True},
+    )
     async def save_draft(self, request: Request[Any, Any, Any]) -> programs.VersionView:
         """Save the draft (YAML or JSON body); errors come back as a 422 with line, column and hint."""
         principal = await caller(request)
@@ -98,7 +100,7 @@ class ProgramController(Controller):
     async def simulate(
         self,
         request: Request[Any, Any, Any],
-        version_id: FromPath[int],
+        version_id: schemas.PathId,
         data: JSONBody[schemas.SimulationRequest],
     ) -> dict[str, Any]:
         """Evaluate a basket against a version (a draft, typically) with the full explanation."""
@@ -113,10 +115,9 @@ class ProgramController(Controller):
 
     @post("/versions/{version_id:int}/backtests", operation_id="backtestVersion", status_code=200)
     async def backtest(
-        self, request: Request[Any, Any, Any], version_id: FromPath[int], data: JSONBody[schemas.Period]
+        self, request: Request[Any, Any, Any], version_id: schemas.PathId, data: JSONBody[schemas.Period]
     ) -> backtest.BacktestReport:
         """Replay stored purchases of a period against a version and compare with what was booked."""
-        _period(data.since, data.until)
         principal = await caller(request)
         version = await programs.get_version(db_of(request), principal.tenant_id, version_id)
         return await backtest.backtest(
@@ -131,7 +132,7 @@ class ProgramController(Controller):
     async def publish(
         self,
         request: Request[Any, Any, Any],
-        version_id: FromPath[int],
+        version_id: schemas.PathId,
         data: JSONBody[schemas.PublishRequest],
     ) -> programs.VersionView:
         """Publish a draft from ``valid_from``; published versions never change."""
@@ -154,8 +155,7 @@ class ProgramController(Controller):
     ) -> list[Any]:
         """Points earned per rule over a period, from the stored evaluations."""
         principal = await caller(request)
-        start, end = schemas.aware(since, "since"), schemas.aware(until, "until")
-        _period(start, end)
+        start, end = schemas.period(since, until)
         return list(
             await backtest.points_per_rule(db_of(request), principal.tenant_id, since=start, until=end)
         )

@@ -8,16 +8,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from litestar.params import PathParameter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from loyalty.baskets import Basket, BasketItem
+from api.problems import INVALID, Problem
+from loyalty.baskets import MAX_YEAR, MIN_YEAR, Basket, BasketItem, Count, Instant
 from rules.engine import MAX_ITEMS
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 #: What a till sends after a scan or a typed entry: a card number, a card token, or the card URL.
 CardCode = Annotated[str, Field(min_length=1, max_length=300)]
-Id = Annotated[int, Field(ge=1, le=2**62)]
+#: Row ids are 64-bit; larger numbers name nothing (and overflow the drivers).
+MAX_ID = 2**62
+Id = Annotated[Count, Field(ge=1, le=MAX_ID)]
+#: An id in a path: the same bounds, so /members/99999999999999999999 is a 4xx, never a driver error.
+PathId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 #: Largest single manual adjustment: a typo of a few zeros should not mint a fortune.
 MAX_ADJUSTMENT = 1_000_000
 
@@ -35,14 +41,14 @@ class PostTransactionRequest(Strict):
     external_id: Annotated[str, Field(min_length=1, max_length=100)] = Field(
         description="The till's own receipt id; unique per outlet, so a receipt books once."
     )
-    occurred_at: AwareDatetime = Field(description="When the purchase happened, with its UTC offset.")
+    occurred_at: Instant = Field(description="When the purchase happened, with its UTC offset.")
     items: list[BasketItem] = Field(min_length=1, max_length=MAX_ITEMS)
     channel: Code = "till"
 
 
 class RefundLine(Strict):
-    line: Annotated[int, Field(ge=0, le=MAX_ITEMS)]
-    quantity: Annotated[int, Field(ge=1, le=100_000)]
+    line: Annotated[Count, Field(ge=0, le=MAX_ITEMS)]
+    quantity: Annotated[Count, Field(ge=1, le=100_000)]
 
 
 class RefundRequest(Strict):
@@ -52,6 +58,12 @@ class RefundRequest(Strict):
         description="Lines and quantities returned; omit to return everything.",
     )
     external_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+    @model_validator(mode="after")
+    def _each_line_once(self) -> RefundRequest:
+        if self.lines is not None and len({line.line for line in self.lines}) != len(self.lines):
+            raise ValueError("each line may appear once in a refund")
+        return self
 
 
 class RedeemRequest(Strict):
@@ -65,12 +77,18 @@ class ActivateRequest(Strict):
 
 
 class PublishRequest(Strict):
-    valid_from: AwareDatetime
+    valid_from: Instant
 
 
 class Period(Strict):
-    since: AwareDatetime
-    until: AwareDatetime
+    since: Instant
+    until: Instant
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.until <= self.since:
+            raise ValueError("until must be after since")
+        return self
 
 
 class SimulationRequest(Strict):
@@ -96,19 +114,22 @@ class KeyCreate(Strict):
 
 
 class AdjustmentCreate(Strict):
-    points: Annotated[int, Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT)]
+    points: Annotated[Count, Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT)]
     reason: Annotated[str, Field(min_length=3, max_length=500)]
 
 
 class CardBatchCreate(Strict):
-    count: Annotated[int, Field(ge=1, le=10_000)]
+    count: Annotated[Count, Field(ge=1, le=10_000)]
     outlet_id: Id | None = None
 
 
-def aware(instant: datetime, name: str) -> datetime:
-    """Refuse a naive instant from a query string: which day it means depends on a zone."""
-    from api.problems import INVALID, Problem
-
-    if instant.tzinfo is None or instant.utcoffset() is None:
-        raise Problem(INVALID, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00+01:00")
-    return instant
+def period(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """A reporting period from query parameters: aware, plausible, and ending after it starts."""
+    for name, instant in (("since", since), ("until", until)):
+        if instant.tzinfo is None or instant.utcoffset() is None:
+            raise Problem(INVALID, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00+01:00")
+        if not MIN_YEAR < instant.year < MAX_YEAR:
+            raise Problem(INVALID, f"{name} must be between the years {MIN_YEAR} and {MAX_YEAR}")
+    if until <= since:
+        raise Problem(INVALID, "until must be after since")
+    return since, until

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from api import schemas
 from api.auth import Principal, requires
 from api.context import caller, db_of, now_of, secrets_of
-from api.idempotency import idempotent
+from api.idempotency import IdempotencyKey, idempotent
 from loyalty import lookup, members, redemptions, transactions
 from loyalty.errors import NotAllowed
 from rules.context import Item
@@ -37,7 +37,10 @@ class TillController(Controller):
 
     @post("/activations", operation_id="tillActivateCard")
     async def activate(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.ActivateRequest]
+        self,
+        request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey,
+        data: JSONBody[schemas.ActivateRequest],
     ) -> Response[Any]:
         """Bind a blank card to a new member (its first use)."""
         principal = await caller(request)
@@ -53,7 +56,10 @@ class TillController(Controller):
 
     @post("/transactions", operation_id="tillPostTransaction")
     async def post_transaction(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.PostTransactionRequest]
+        self,
+        request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey,
+        data: JSONBody[schemas.PostTransactionRequest],
     ) -> Response[Any]:
         """Post a basket: points with the rule-by-rule explanation, and the member's new balance."""
         principal = await caller(request)
@@ -86,7 +92,8 @@ class TillController(Controller):
     async def refund(
         self,
         request: Request[Any, Any, Any],
-        transaction_id: FromPath[int],
+        idempotency_key: IdempotencyKey,
+        transaction_id: schemas.PathId,
         data: JSONBody[schemas.RefundRequest],
     ) -> Response[Any]:
         """Return some items of a purchase made at this outlet (or all of them)."""
@@ -108,7 +115,10 @@ class TillController(Controller):
 
     @post("/redemptions", operation_id="tillRedeem")
     async def redeem(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.RedeemRequest]
+        self,
+        request: Request[Any, Any, Any],
+        idempotency_key: IdempotencyKey,
+        data: JSONBody[schemas.RedeemRequest],
     ) -> Response[Any]:
         """Spend points on a reward: never overdraws, however many tills try at once."""
         principal = await caller(request)
@@ -135,7 +145,9 @@ class TillController(Controller):
         return await idempotent(request, run)
 
     @post("/redemptions/{redemption_id:int}/cancellations", operation_id="tillCancelRedemption")
-    async def cancel(self, request: Request[Any, Any, Any], redemption_id: FromPath[int]) -> Response[Any]:
+    async def cancel(
+        self, request: Request[Any, Any, Any], idempotency_key: IdempotencyKey, redemption_id: schemas.PathId
+    ) -> Response[Any]:
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
         principal = await caller(request)
 

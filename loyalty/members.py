@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from loyalty import audit
-from loyalty.cards.numbers import InvalidCardNumber, make_card_number, parse_card_number
+from loyalty.cards.numbers import make_card_number, parse_card_number
 from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
 from loyalty.models import Card, CardBatch, Member, Tenant
@@ -52,11 +52,8 @@ def member_view(m: Member) -> MemberView:
 
 
 def card_number(text: str) -> str:
-    """A typed or scanned number, normalised and verified; InvalidInput before any database work."""
-    try:
-        return parse_card_number(text)
-    except InvalidCardNumber as exc:
-        raise InvalidInput(str(exc)) from exc
+    """A typed or scanned number, normalised and verified: InvalidCardNumber before any database work."""
+    return parse_card_number(text)
 
 
 async def _new_member(session: AsyncSession, tenant_id: int, now: datetime, tags: Sequence[str] = ()) -> int:

@@ -25,6 +25,8 @@ from rules.errors import Issue, ProgramError
 
 #: A program document larger than this is refused before parsing (real ones are a few kB).
 MAX_DOCUMENT_BYTES = 512 * 1024
+#: Nesting of mappings and lists in a document; a real program needs five or six levels.
+MAX_NESTING = 64
 #: Rules per program; far above real programs, low enough that compiling stays well under a second.
 MAX_RULES = 2_000
 
@@ -231,13 +233,28 @@ EMPTY_SOURCE = Source("", {}, {})
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases: a program never needs them."""
 
+    depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError(
                 "while reading the program", None, "anchors and aliases are not allowed", event.start_mark
             )
-        return super().compose_node(parent, index)
+        # The composer recurses once per level: stop long before Python's recursion limit.
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.MarkedYAMLError(
+                    "while reading the program",
+                    None,
+                    f"nested more than {MAX_NESTING} levels deep",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _positions(node: yaml.Node) -> Source:

@@ -55,11 +55,11 @@ class Tenant:
         return self.tokens[self.card]
 
 
-async def build_tenant(url: str, secrets: Secrets, code: str) -> Tenant:
+async def build_tenant(url: str, secrets: Secrets, code: str, card_prefix: str = "6012") -> Tenant:
     db = Database.from_url(url)
     now = datetime.now(UTC)
     try:
-        t = await tenants.create_tenant(db, code=code, name=f"Tenant {code}", card_prefix="6012", now=now)
+        t = await tenants.create_tenant(db, code=code, name=f"Tenant {code}", card_prefix=card_prefix, now=now)
         draft = await programs.save_draft(db, t.id, PROGRAM, actor="test", now=now)
         await programs.publish(db, t.id, draft.id, actor="test", now=now, valid_from=now)
         partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="test", now=now)
@@ -115,7 +115,8 @@ def api(database_url: str, secrets: Secrets) -> Iterator[Api]:
     """A running app on one database, with two fresh tenants A and B."""
     n = next(_counter)
     a = asyncio.run(build_tenant(database_url, secrets, f"a{n}"))
-    b = asyncio.run(build_tenant(database_url, secrets, f"b{n}"))
+    # Another card prefix: B's printed numbers must never also be valid numbers of A.
+    b = asyncio.run(build_tenant(database_url, secrets, f"b{n}", card_prefix="6099"))
     app = create_app(database_url=database_url, secrets=secrets, key_cache_seconds=0, rate_limit=10_000)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, a, b, database_url)

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from loyalty import balances, members, programs, transactions
+from loyalty.cards.errors import InvalidCardNumber
 from loyalty.errors import InvalidInput, NotFound
 
 from .conftest import NOW, PROGRAM, World, basket, make_world
@@ -118,7 +119,7 @@ async def test_mistyped_card_number_is_refused(world: World) -> None:
     """A number with a wrong check digit is an input error, not a lookup."""
     [number] = await members.issue_cards(world.db, world.tenant_id, 1, actor="admin", now=NOW)
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidCardNumber):
         await members.resolve_card(world.db, world.tenant_id, wrong, now=NOW)
 
 
