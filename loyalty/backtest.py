@@ -44,14 +44,14 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import String, and_, bindparam, cast, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import rules
 from loyalty import programs, tiers
 from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotFound
-from loyalty.models import Member, Outlet, Partner, ProgramVersion, Transaction, TransactionItem
+from loyalty.models import Member, Outlet, Partner, ProgramVersion, Transaction, TransactionItem, UTCDateTime
 from rules.engine import DECIMAL_CONTEXT, CompiledProgram
 
 #: Transactions per page: one query for them, one for their lines (and one for members first seen).
@@ -516,6 +516,55 @@ async def _load_members(
         into[mid] = _Replayed(mid, enrolled_at, tuple(tags), int(visits), last)
 
 
+_PRIOR_USES = {
+    # Applications of limited rules booked before the period, per member and rule, from the stored
+    # evaluations ("rules": [{"rule": id, "applications": n, ...}]).
+    "postgresql": """
+        SELECT t.member_id, r->>'rule', SUM((r->>'applications')::int)
+        FROM transactions t CROSS JOIN LATERAL jsonb_array_elements(t.evaluation->'rules') r
+        WHERE t.tenant_id = :tenant AND t.member_id = ANY(:members) AND t.occurred_at < :since
+          AND r->>'rule' = ANY(:rules)
+        GROUP BY t.member_id, r->>'rule'""",
+    "sqlite": """
+        SELECT t.member_id, json_extract(r.value, '$.rule'), SUM(json_extract(r.value, '$.applications'))
+        FROM transactions t, json_each(t.evaluation, '$.rules') r
+        WHERE t.tenant_id = :tenant AND t.member_id IN (SELECT value FROM json_each(:members))
+          AND t.occurred_at < :since
+          AND json_extract(r.value, '$.rule') IN (SELECT value FROM json_each(:rules))
+        GROUP BY t.member_id, json_extract(r.value, '$.rule')""",
+}
+
+
+async def _load_prior_uses(
+    conn: AsyncConnection,
+    tenant_id: int,
+    ids: list[int],
+    since: datetime,
+    limited: frozenset[str],
+    into: dict[int, _Replayed],
+) -> None:
+    """Start each member's limited rules from what they had used before the period.
+
+    A once-per-member bonus taken last year must not be granted again by the replay. Only the
+    lifetime count is seeded: a per-day count never reaches across the period's start by more than a day.
+    """
+    if not limited or not ids:
+        return
+    dialect = conn.dialect.name
+    sql = text(_PRIOR_USES["postgresql" if dialect == "postgresql" else "sqlite"]).bindparams(
+        bindparam("since", type_=UTCDateTime())
+    )
+    params: dict[str, Any] = {"tenant": tenant_id, "since": since}
+    if dialect == "postgresql":
+        params.update(members=list(ids), rules=sorted(limited))
+    else:
+        params.update(members=json.dumps(list(ids)), rules=json.dumps(sorted(limited)))
+    for member_id, rule, used in await conn.execute(sql, params):
+        replayed = into.get(member_id)
+        if replayed is not None and used:
+            replayed.uses[str(rule)] = int(used)
+
+
 async def _load_versions(
     conn: AsyncConnection,
     tenant_id: int,
@@ -530,8 +579,8 @@ async def _load_versions(
             ProgramVersion.tenant_id == tenant_id, ProgramVersion.id.in_(missing)
         )
     )
-    for vid, digest, text in rows:
-        program = programs.checked(digest, text)
+    for vid, digest, document in rows:
+        program = programs.checked(digest, document)
         into[vid] = rules.compile_program(program), _tier_names(program)
 
 
@@ -550,6 +599,7 @@ async def _read(
         new = list({r[1] for r in rows if r[1] not in replay.members})
         if new:
             await _load_members(conn, tenant_id, new, since, replay.members)
+            await _load_prior_uses(conn, tenant_id, new, since, replay.limited, replay.members)
         items = (await conn.execute(_items_of_page(tenant_id, rows))).all()
         baskets, refunds = replay.baskets(items)
         if refunds:

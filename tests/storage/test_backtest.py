@@ -217,3 +217,40 @@ async def test_empty_period_reports_nothing(world: World) -> None:
     assert report.difference_share is None and report.rules == () and report.members == 0
     assert seen == [(0, 0)]
     assert await backtest.points_per_rule(world.db, world.tenant_id, since=SINCE, until=UNTIL) == []
+
+
+async def test_a_once_per_member_bonus_used_before_the_period_is_not_granted_again(db) -> None:  # type: ignore[no-untyped-def]
+    """Replaying the booked program shows no difference for a per-member-limited rule used before `since`."""
+    document = PROGRAM.replace(
+        "  - id: wash-stamps",
+        "  - id: welcome\n    earn: {points: 100}\n    limit: {per_member: 1}\n  - id: wash-stamps",
+    )
+    world = await make_world(db, document)
+    member = await members.create_member(world.db, world.tenant_id, now=SINCE - 10 * DAY)
+    first = SINCE - 9 * DAY
+    await transactions.post_transaction(
+        world.db,
+        world.tenant_id,
+        outlet_id=world.outlet_id,
+        external_id="p-1",
+        occurred_at=first,
+        items=basket(("ITEM", 1000, 1)),
+        member_id=member.id,
+        now=first,
+    )
+    later = SINCE + 5 * DAY
+    await transactions.post_transaction(
+        world.db,
+        world.tenant_id,
+        outlet_id=world.outlet_id,
+        external_id="p-2",
+        occurred_at=later,
+        items=basket(("ITEM", 1000, 1)),
+        member_id=member.id,
+        now=later,
+    )
+    report = await backtest.backtest(
+        world.db, world.tenant_id, programs.check(document), since=SINCE, until=UNTIL
+    )
+    assert report.transactions == 1 and report.actual_points == 10  # the welcome bonus went with p-1
+    assert report.difference == 0, report.rules
