@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install chromium demo test bench lint typecheck clean
+.PHONY: install chromium demo test bench bench-load bench-import lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ demo: install
 test: install chromium
 	$(BIN)/python -m pytest -q
 
+# Engine, cards, storage and backtest suites (pytest-benchmark), then the import and till-load scripts.
 bench: install
-	$(BIN)/python -m pytest benchmarks -q --benchmark-enable --benchmark-columns=median,ops,rounds -p no:randomly
+	$(BIN)/python -m pytest benchmarks -q -s --benchmark-enable --benchmark-columns=median,ops,rounds
+	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/load_till.py
+
+bench-load: install
+	$(BIN)/python benchmarks/load_till.py
+
+bench-import: install
+	$(BIN)/python benchmarks/bench_import.py
 
 lint: install
 	$(BIN)/ruff check rules loyalty tests benchmarks

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
 
@@ -317,7 +317,7 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
     shoppers = _shoppers(cfg, world, rnd, start, now)
     zone = world.program.zone
     y, m = local_month(start, zone)
-    months = []
+    months: list[tuple[datetime, datetime]] = []
     while (begin := month_start(*add_months(y, m, len(months)), zone)) < now:
         months.append((begin, min(month_start(*add_months(y, m, len(months) + 1), zone), now)))
     # Business grows: later months see more purchases.
@@ -338,7 +338,7 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
                 batch,
                 batch_size=1000,
                 channel="till",
-                progress=lambda r, done=posted: bar.update(task, completed=done + r.imported + r.skipped),
+                progress=_advance(bar, task, posted),
             )
             if report.rejected:
                 raise LoyaltyError(f"demo history rejected: {report.rejected_batches[0].errors[0].reason}")
@@ -346,8 +346,8 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
             points += report.points
             refunded += await _refunds(db, world, rnd, batch, end)
             # The nightly jobs, once a month here: pending points become available, old lots expire.
-            for job in (jobs.release_pending, jobs.expire_lots, jobs.evaluate_tiers):
-                _tally(totals, await job(db, world.tenant_id, now=end))
+            for run in (jobs.release_pending, jobs.expire_lots, jobs.evaluate_tiers):
+                _tally(totals, await run(db, world.tenant_id, now=end))
             redeemed += await _redemptions(db, world, rnd, end)
     for job in await jobs.run_all(db, world.tenant_id, now=now):
         _tally(totals, job)
@@ -360,6 +360,15 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
         f"window, {totals['expiry'][1]:,} points expired ({totals['expiry'][0]:,} lots), "
         f"{totals['tiers'][2]:,} tier changes"
     )
+
+
+def _advance(bar: Progress, task: TaskID, before: int) -> Callable[[importer.ImportReport], None]:
+    """Move the progress bar as an import batch lands (``before``: purchases posted earlier)."""
+
+    def advance(report: importer.ImportReport) -> None:
+        bar.update(task, completed=before + report.imported + report.skipped)
+
+    return advance
 
 
 def _tally(totals: dict[str, list[int]], job: jobs.JobResult) -> None:

@@ -143,10 +143,10 @@ def _text(value: Any, what: str, limit: int = 64, *, required: bool = True) -> s
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be text")
-    value = value.strip()
-    if len(value) > limit:
+    text = str(value).strip()
+    if len(text) > limit:
         raise ValueError(f"{what} is longer than {limit} characters")
-    return value
+    return text
 
 
 def _item(sku: Any, category: Any, quantity: Any, unit_price: Any, tags: Any) -> rules.Item:
