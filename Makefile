@@ -40,8 +40,8 @@ bench-import: install
 	$(BIN)/python benchmarks/bench_import.py
 
 lint: install
-	$(BIN)/ruff check rules loyalty tests benchmarks
-	$(BIN)/ruff format --check rules loyalty tests benchmarks
+	$(BIN)/ruff check rules loyalty api tests benchmarks
+	$(BIN)/ruff format --check rules loyalty api tests benchmarks
 
 typecheck: install
 	$(BIN)/mypy

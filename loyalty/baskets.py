@@ -28,6 +28,8 @@ def _plausible(instant: datetime) -> datetime:
 
 #: An aware instant within the plausible years.
 Instant = Annotated[AwareDatetime, AfterValidator(_plausible)]
+
+
 def _whole_number(value: object) -> object:
     # A check of its own: Litestar validates in lax mode, which overrides a field's strict=True.
     if isinstance(value, bool) or not isinstance(value, int):

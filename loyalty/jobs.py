@@ -139,9 +139,7 @@ async def _move_sqlite(
 ) -> tuple[int, int, int]:
     """The same in steps: SQLite has no data-modifying CTEs, and runs one writer at a time anyway."""
     params = {"tenant": tenant_id, "run": run_id, "now": now}
-    agg = (
-        f"SELECT member_id, SUM(remaining) AS pts, COUNT(*) AS n FROM point_lots WHERE {due} GROUP BY member_id"  # noqa: E501
-    )
+    agg = f"SELECT member_id, SUM(remaining) AS pts, COUNT(*) AS n FROM point_lots WHERE {due} GROUP BY member_id"  # noqa: E501
     row = (
         await s.execute(
             _sql(f"SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM(pts), 0) FROM ({agg})"), params

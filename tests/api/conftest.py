@@ -59,7 +59,9 @@ async def build_tenant(url: str, secrets: Secrets, code: str, card_prefix: str =
     db = Database.from_url(url)
     now = datetime.now(UTC)
     try:
-        t = await tenants.create_tenant(db, code=code, name=f"Tenant {code}", card_prefix=card_prefix, now=now)
+        t = await tenants.create_tenant(
+            db, code=code, name=f"Tenant {code}", card_prefix=card_prefix, now=now
+        )
         draft = await programs.save_draft(db, t.id, PROGRAM, actor="test", now=now)
         await programs.publish(db, t.id, draft.id, actor="test", now=now, valid_from=now)
         partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="test", now=now)
