@@ -977,7 +977,7 @@ def serve(
 @app.command()
 def demo(
     members_: Annotated[int, typer.Option("--members", hidden=True, min=10)] = 2_000,
-    transactions_: Annotated[int, typer.Option("--transactions", hidden=True, min=100)] = 30_000,
+    transactions_: Annotated[int, typer.Option("--transactions", hidden=True, min=100)] = 40_000,
     directory: Annotated[Path, typer.Option("--dir", hidden=True)] = Path("var"),
 ) -> None:
     """Build a coalition demo (18 months of history in var/demo.db), narrate a day at the till, and

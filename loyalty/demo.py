@@ -92,7 +92,7 @@ PRODUCTS = {
 class DemoConfig:
     directory: Path = Path("var")
     members: int = 2_000
-    transactions: int = 30_000
+    transactions: int = 40_000
     seed: int = 20_240_601
     port: int = 8000
 
