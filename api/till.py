@@ -67,7 +67,8 @@ class TillController(Controller):
 
         async def run() -> Any:
             db, now = db_of(request), now_of(request)
-            number = await _card(request, principal, data.card)
+            # Parsed and verified here; the posting's own transaction finds the card by number or id.
+            ref = lookup.parse_code(data.card, secrets_of(request), principal.tenant_id, now=now)
             items = [Item(i.sku, i.unit_price, i.quantity, i.category, tuple(i.tags)) for i in data.items]
             posting = await transactions.post_transaction(
                 db,
@@ -77,7 +78,8 @@ class TillController(Controller):
                 occurred_at=data.occurred_at,
                 items=items,
                 now=now,
-                card_number=number,
+                card_number=ref.number,
+                card_id=ref.card_id,
                 channel=data.channel,
             )
             # The member's new figures; the full balance view (expiring, rewards) is what a lookup is for.

@@ -142,14 +142,19 @@ async def issue_cards(
     return numbers
 
 
-async def member_of_card(session: AsyncSession, tenant_id: int, number: str, now: datetime) -> int:
-    """The member a card belongs to, binding a blank card to a new member (in the caller's transaction)."""
-    number = card_number(number)
+async def member_of_card(
+    session: AsyncSession, tenant_id: int, number: str | None, now: datetime, *, card_id: int | None = None
+) -> int:
+    """The member a card belongs to, binding a blank card to a new member (in the caller's transaction).
+
+    The card is named by its printed ``number`` or, from a verified token, by its ``card_id``.
+    """
+    if (number is None) == (card_id is None):
+        raise InvalidInput("name the card by exactly one of its number and its id")
+    by = Card.number == card_number(number) if number is not None else Card.id == card_id
     row = (
         await session.execute(
-            select(Card.id, Card.state, Card.member_id).where(
-                Card.tenant_id == tenant_id, Card.number == number
-            )
+            select(Card.id, Card.state, Card.member_id).where(Card.tenant_id == tenant_id, by)
         )
     ).first()
     if row is None:

@@ -143,16 +143,18 @@ async def post_transaction(
     now: datetime,
     member_id: int | None = None,
     card_number: str | None = None,
+    card_id: int | None = None,
     channel: str = "till",
 ) -> Posting:
-    """Post a purchase for a member (by id or by card; a blank card is bound on first use)."""
+    """Post a purchase for a member (by id, or by card number or card id; a blank card is bound on
+    first use). A scanned token names the card id, so the till's post needs no separate card lookup."""
     _validate(external_id, items, occurred_at)
-    if (member_id is None) == (card_number is None):
-        raise InvalidInput("give exactly one of member_id and card_number")
+    if sum(x is not None for x in (member_id, card_number, card_id)) != 1:
+        raise InvalidInput("give exactly one of member_id, card_number and card_id")
     try:
         async with db.write() as s:
-            if card_number is not None:
-                member_id = await member_of_card(s, tenant_id, card_number, now)
+            if member_id is None:
+                member_id = await member_of_card(s, tenant_id, card_number, now, card_id=card_id)
             assert member_id is not None
             return await post_in_session(
                 s,

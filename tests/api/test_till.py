@@ -192,3 +192,14 @@ def test_another_outlets_cashier_cannot_refund_this_outlets_purchase(api: Api) -
         headers={"Authorization": f"Bearer {a.other_cashier}", **idem()},
     )
     assert r.status_code == 404
+
+
+def test_a_basket_posted_with_the_scanned_card_url_books_for_its_member(api: Api) -> None:
+    """A till that posts with the scanned QR URL (a signed token) books for the card's member."""
+    a = api.a
+    r = post(api, a, basket(scan_url(a.token), "r-url", ("LATTE", "coffee", 1, 450)))
+    assert r.status_code == 201, r.text
+    assert r.json()["transaction"]["member_id"] == a.member_id
+    forged = scan_url(a.token[:-1] + ("A" if a.token[-1] != "A" else "B"))
+    r = post(api, a, basket(forged, "r-forged", ("LATTE", "coffee", 1, 450)))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
