@@ -1,4 +1,15 @@
-"""Random sequences of every operation keep the books balanced (hypothesis state machine, both databases)."""
+"""Random sequences of every operation, checked against an independent model after every step.
+
+Two checks run after each step, on SQLite and on PostgreSQL:
+
+* the database against :class:`model.LedgerModel`, which computes what every balance, lot, stamp
+  card, voucher and tier must be from the operations alone (a posting that books nothing, or books
+  the wrong lot, fails here even though the data agrees with itself);
+* the data against itself (:mod:`invariants`): entry sets balance, projections equal their entries.
+
+Every reply is checked too: the points of a posting, the lots a redemption drew, what a refund took
+back and how much of it became debt, and which operations had to be refused.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from sqlalchemy import text
 
 from loyalty import adjustments, jobs, members, redemptions, transactions
 from loyalty.db import Database
@@ -17,13 +29,50 @@ from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotAllowe
 
 from .conftest import NOW, basket, make_world
 from .invariants import violations
+from .model import LedgerModel, ModelRefusal
 
 SETTINGS = settings(
-    max_examples=30,
+    max_examples=int(__import__("os").environ.get("LEDGER_EXAMPLES", "30")),
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+REFUSALS: dict[type[Exception], str] = {
+    InvalidInput: "invalid",
+    InsufficientPoints: "insufficient",
+    NotAllowed: "not_allowed",
+    Conflict: "conflict",
+}
+
+
+async def snapshot(db: Database, tenant_id: int) -> dict[str, Any]:
+    """What the database holds for the model to compare: balances, lots, stamps, vouchers, tiers."""
+    async with db.read() as s:
+        q = lambda sql: s.execute(text(sql), {"t": tenant_id})  # noqa: E731
+        members_ = {
+            r[0]: tuple(r[1:])
+            for r in await q("SELECT id, available, pending, debt, tier FROM members WHERE tenant_id = :t")
+        }
+        lots = {
+            ("tx", r[0]) if r[0] is not None else ("adj", r[1]): (r[2], r[3], r[4], r[5])
+            for r in await q(
+                "SELECT transaction_id, adjustment_id, state, remaining, expired, id FROM point_lots"
+                " WHERE tenant_id = :t"
+            )
+        }
+        stamps = {
+            r[0]: r[1]
+            for r in await q(
+                "SELECT member_id, stamps FROM stamp_cards WHERE tenant_id = :t AND card = 'wash'"
+            )
+        }
+        vouchers: dict[int, list[str]] = {}
+        for member_id, status in await q(
+            "SELECT member_id, status FROM vouchers WHERE tenant_id = :t ORDER BY id"
+        ):
+            vouchers.setdefault(member_id, []).append(status)
+    return {"members": members_, "lots": lots, "stamps": stamps, "vouchers": vouchers}
 
 
 class Ledger(RuleBasedStateMachine):
@@ -38,28 +87,59 @@ class Ledger(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.world = self.run(make_world(self.db))
-        self.members = [
-            self.run(members.create_member(self.db, self.world.tenant_id, now=NOW)).id for _ in range(2)
-        ]
+        self.model = LedgerModel()
+        self.members = []
+        for _ in range(2):
+            member_id = self.run(members.create_member(self.db, self.world.tenant_id, now=NOW)).id
+            self.members.append(member_id)
+            self.model.add_member(member_id)
         self.now: datetime = NOW
         self.receipts = 0
-        self.left: dict[int, list[int]] = {}  # transaction id -> units left to refund per line
+        self.lot_ids: dict[int, tuple[str, int]] = {}  # database lot id -> model lot key
 
     def run(self, coro: Any) -> Any:
         return self.runner.run(coro)
+
+    def both(self, real: Any, model: Any) -> tuple[Any, Any]:
+        """Run the service and the model; both must refuse alike, or both succeed."""
+        try:
+            expected = model()
+        except ModelRefusal as refusal:
+            expected = refusal
+        try:
+            got = self.run(real)
+        except tuple(REFUSALS) as exc:
+            kind = next(v for k, v in REFUSALS.items() if isinstance(exc, k))
+            assert isinstance(expected, ModelRefusal), f"the service refused ({exc}); the model did not"
+            assert expected.kind == kind, f"refused as {kind}, the model says {expected.kind}: {exc}"
+            return None, None
+        assert not isinstance(expected, ModelRefusal), (
+            f"the model refuses ({expected.kind}); the service did not"
+        )
+        return got, expected
+
+    def draws_by_key(self, draws: Any) -> list[tuple[tuple[str, int], int]]:
+        if any(lot_id not in self.lot_ids for lot_id, _ in draws):
+            for key, (_, _, _, lot_id) in self.run(snapshot(self.db, self.world.tenant_id))["lots"].items():
+                self.lot_ids[lot_id] = key
+        return [(self.lot_ids[lot_id], amount) for lot_id, amount in draws]
 
     @rule(
         target=purchases,
         who=st.integers(0, 1),
         cents=st.integers(0, 60_000),
         qty=st.integers(1, 3),
-        wash=st.booleans(),
+        washes=st.integers(0, 3),
+        tobacco=st.booleans(),
         late=st.booleans(),
     )
-    def post(self, who: int, cents: int, qty: int, wash: bool, late: bool) -> int:
+    def post(self, who: int, cents: int, qty: int, washes: int, tobacco: bool, late: bool) -> int:
         self.receipts += 1
         at = self.now - timedelta(days=20) if late else self.now  # an offline till posting later
-        lines = basket(("ITEM", cents, qty), ("WASH", 500, 1)) if wash else basket(("ITEM", cents, qty))
+        lines = [("ITEM", cents, qty, "tobacco" if tobacco else "food")]
+        if washes:
+            lines.append(("WASH", 500, washes, "food"))
+        member = self.members[who]
         posting = self.run(
             transactions.post_transaction(
                 self.db,
@@ -67,67 +147,69 @@ class Ledger(RuleBasedStateMachine):
                 outlet_id=self.world.outlet_id,
                 external_id=f"r{self.receipts}",
                 occurred_at=at,
-                items=lines,
-                member_id=self.members[who],
+                items=basket(*lines),
+                member_id=member,
                 now=self.now,
             )
         )
-        self.left[posting.transaction_id] = [line.quantity for line in lines]
-        return posting.transaction_id
+        expected = self.model.post(posting.transaction_id, member, lines, at, self.now)
+        assert posting.points == expected, f"posting earned {posting.points}, the model says {expected}"
+        return int(posting.transaction_id)
 
-    @rule(tx=purchases, line=st.integers(0, 1), qty=st.integers(1, 3), everything=st.booleans())
+    @rule(tx=purchases, line=st.integers(0, 2), qty=st.integers(1, 3), everything=st.booleans())
     def refund(self, tx: int, line: int, qty: int, everything: bool) -> None:
-        left = self.left[tx]
         lines = None if everything else {line: qty}
-        valid = any(left) if everything else line < len(left) and qty <= left[line]
-        try:
-            self.run(transactions.refund(self.db, self.world.tenant_id, tx, lines=lines, now=self.now))
-        except InvalidInput:
-            assert not valid, "a valid refund was refused"
-            return
-        assert valid, "a refund beyond what was bought was accepted"
-        if everything:
-            left[:] = [0] * len(left)
-        else:
-            left[line] -= qty
+        got, expected = self.both(
+            transactions.refund(self.db, self.world.tenant_id, tx, lines=lines, now=self.now),
+            lambda: self.model.refund(tx, lines),
+        )
+        if got is not None:
+            assert (got.points, got.debt) == expected, f"refund {got.points}/{got.debt}, model {expected}"
 
     @rule(target=spent, who=st.integers(0, 1), reward=st.sampled_from(["CAKE", "COFFEE", "LOUNGE"]))
     def redeem(self, who: int, reward: str) -> int:
-        try:
-            return int(
-                self.run(
-                    redemptions.redeem(self.db, self.world.tenant_id, self.members[who], reward, now=self.now)
-                ).redemption_id
-            )
-        except (InsufficientPoints, NotAllowed):
+        member = self.members[who]
+
+        def model() -> Any:
+            return self.model.redeem(-1, member, reward, self.now)
+
+        got, expected = self.both(
+            redemptions.redeem(self.db, self.world.tenant_id, member, reward, now=self.now), model
+        )
+        if got is None:
             return -1
+        redemption = self.model.redemptions.pop(-1)
+        redemption.id = got.redemption_id
+        self.model.redemptions[got.redemption_id] = redemption
+        want = [(lot.key, amount) for lot, amount in expected]
+        assert self.draws_by_key(got.draws) == want, f"drew {got.draws}, the model draws {want}"
+        return int(got.redemption_id)
 
     @rule(who=st.integers(0, 1))
     def spend_everything(self, who: int) -> None:
         """Cakes until the points run out: makes later refunds reach into spent points (debt)."""
         for _ in range(50):
-            try:
-                self.run(
-                    redemptions.redeem(self.db, self.world.tenant_id, self.members[who], "CAKE", now=self.now)
-                )
-            except InsufficientPoints:
+            if self.redeem(who, "CAKE") < 0:
                 return
 
     @rule(redemption=spent)
     def cancel(self, redemption: int) -> None:
         if redemption < 0:
             return
-        with contextlib.suppress(NotAllowed, Conflict):  # another day, or already cancelled
-            self.run(redemptions.cancel(self.db, self.world.tenant_id, redemption, now=self.now))
+        self.both(
+            redemptions.cancel(self.db, self.world.tenant_id, redemption, now=self.now),
+            lambda: self.model.cancel(redemption, self.now),
+        )
 
     @rule(who=st.integers(0, 1), points=st.integers(-400, 400).filter(bool))
     def adjust(self, who: int, points: int) -> None:
+        member = self.members[who]
         try:
-            self.run(
+            done = self.run(
                 adjustments.adjust(
                     self.db,
                     self.world.tenant_id,
-                    self.members[who],
+                    member,
                     points,
                     reason="property test",
                     actor="hypothesis",
@@ -135,7 +217,11 @@ class Ledger(RuleBasedStateMachine):
                 )
             )
         except InsufficientPoints:
-            assert points < 0
+            with contextlib.suppress(ModelRefusal):
+                self.model.adjust(-1, member, points, self.now)
+                raise AssertionError("the adjustment was refused; the model has the points") from None
+            return
+        self.model.adjust(done.adjustment_id, member, points, self.now)
 
     @rule(hours=st.integers(1, 24 * 40))
     def advance_clock(self, hours: int) -> None:
@@ -145,6 +231,27 @@ class Ledger(RuleBasedStateMachine):
     def run_job(self, job: str) -> None:
         fn = {"release": jobs.release_pending, "expiry": jobs.expire_lots, "tiers": jobs.evaluate_tiers}[job]
         self.run(fn(self.db, self.world.tenant_id, now=self.now))
+        {"release": self.model.release, "expiry": self.model.expire, "tiers": self.model.evaluate_tiers}[job](
+            self.now
+        )
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        got = self.run(snapshot(self.db, self.world.tenant_id))
+        for member_id, m in self.model.members.items():
+            want = (m.available, m.pending, m.debt, m.tier)
+            assert got["members"][member_id] == want, (
+                f"member {member_id}: (available, pending, debt, tier) is {got['members'][member_id]}, "
+                f"the model says {want}"
+            )
+            assert got["stamps"].get(member_id, 0) == m.stamps, f"member {member_id}: stamps"
+            assert got["vouchers"].get(member_id, []) == m.vouchers, f"member {member_id}: vouchers"
+            for lot in m.lots:
+                want_lot = (lot.state, lot.remaining, lot.expired)
+                assert got["lots"].get(lot.key, ())[:3] == want_lot, (
+                    f"lot {lot.key}: {got['lots'].get(lot.key)}, the model says {want_lot}"
+                )
+        assert len(got["lots"]) == sum(len(m.lots) for m in self.model.members.values()), "unexpected lots"
 
     @invariant()
     def books_balance(self) -> None:
@@ -152,7 +259,7 @@ class Ledger(RuleBasedStateMachine):
         assert not problems, "\n".join(problems)
 
 
-def test_random_operations_keep_the_books(db: Database, runner: asyncio.Runner) -> None:
-    """After every step of any sequence of operations, every ledger invariant holds."""
+def test_random_operations_match_the_model(db: Database, runner: asyncio.Runner) -> None:
+    """After every step of any sequence of operations, the books equal an independent model's."""
     machine = type("LedgerOn", (Ledger,), {"db": db, "runner": runner})
     run_state_machine_as_test(machine, settings=SETTINGS)
