@@ -1,9 +1,13 @@
 """Idempotent till writes (IETF Idempotency-Key draft semantics).
 
-A till write claims its ``Idempotency-Key`` (scoped to the caller's API key) before it runs. The same
-key with the same request gets the first response again, status and body; with another body, a 422;
-while the first is still running, a 409. Domain errors are answers too and are replayed; a server
-error releases the claim so that the till may retry.
+The same key with the same request gets the first response again, status and body; with another
+body, a 422; while the first is still running, a 409. Refusals (4xx answers) are answers too and are
+replayed.
+
+Ledger writes (post, refund, redeem, cancel) receive an :class:`~loyalty.access.Answer` and record
+the response in the same database transaction as the write: a retry after a commit always replays
+it, a retry after a crash before the commit runs afresh, and a server error leaves nothing to clean
+up. Other writes (binding a blank card) claim the key first and store the answer afterwards.
 """
 
 from __future__ import annotations
@@ -32,45 +36,94 @@ IdempotencyKey = Annotated[
     ),
 ]
 REPLAYED = "Idempotent-Replayed"
+#: Answers about the key itself, never stored as the request's answer.
+_ABOUT_THE_KEY = (access.IdempotencyInProgress, access.IdempotencyMismatch)
 
 
-async def idempotent(
-    request: Request[Any, Any, Any], run: Callable[[], Awaitable[Any]], status_code: int = 201
-) -> Response[Any]:
-    """Run ``run`` once per Idempotency-Key and answer retries from the stored response."""
+def _replayed(replay: access.Replay) -> Response[Any]:
+    media = PROBLEM_JSON if replay.status_code >= 400 else "application/json"
+    return Response(
+        replay.body.encode(), status_code=replay.status_code, media_type=media, headers={REPLAYED: "true"}
+    )
+
+
+async def _answer(
+    request: Request[Any, Any, Any], status_code: int, render: Callable[[Any], Any]
+) -> access.Answer:
     key = request.headers.get(HEADER)
     if key is None:
         raise Problem(BAD_REQUEST, f"till writes need an {HEADER} header, so that a retry never books twice")
     principal = await principal_of(request)
     state = request.app.state
-    fingerprint = access.request_fingerprint(request.method, request.url.path, await request.body())
-    replay = await access.claim(
-        state.db,
+    return access.Answer(
         tenant_id=principal.tenant_id,
         api_key_id=principal.key_id,
         key=key,
-        fingerprint=fingerprint,
+        fingerprint=access.request_fingerprint(request.method, request.url.path, await request.body()),
         now=state.clock(),
+        render=lambda result: (status_code, encode_json(render(result)).decode()),
+    )
+
+
+async def idempotent(
+    request: Request[Any, Any, Any],
+    run: Callable[[access.Answer], Awaitable[Any]],
+    render: Callable[[Any], Any] = lambda result: result,
+    status_code: int = 201,
+) -> Response[Any]:
+    """Run the ledger write ``run(answer)`` once per Idempotency-Key; it records ``render(result)``
+    as its answer in its own transaction. Retries are answered from the record."""
+    answer = await _answer(request, status_code, render)
+    db = request.app.state.db
+    try:
+        result = await run(answer)
+    except access.AlreadyAnswered as done:
+        return _replayed(done.replay)
+    except Exception as exc:
+        refusal = problems.handle(request, exc)
+        if 400 <= refusal.status_code < 500 and not isinstance(exc, _ABOUT_THE_KEY):
+            await access.record_answer(db, answer, refusal.status_code, encode_json(refusal.content).decode())
+        return refusal
+    if not answer.recorded:  # e.g. a receipt booked before: the answer is a read, stored now
+        await access.record_answer(db, answer, status_code, answer.render(result)[1])
+    return Response(encode_json(render(result)), status_code=status_code, media_type="application/json")
+
+
+async def claimed(
+    request: Request[Any, Any, Any], run: Callable[[], Awaitable[Any]], status_code: int = 201
+) -> Response[Any]:
+    """For writes outside the ledger: claim the key, run, store the answer (a server error releases
+    the claim, so that the till may retry)."""
+    answer = await _answer(request, status_code, lambda result: result)
+    state = request.app.state
+    replay = await access.claim(
+        state.db,
+        tenant_id=answer.tenant_id,
+        api_key_id=answer.api_key_id,
+        key=answer.key,
+        fingerprint=answer.fingerprint,
+        now=answer.now,
     )
     if replay is not None:
-        media = PROBLEM_JSON if replay.status_code >= 400 else "application/json"
-        return Response(
-            replay.body.encode(), status_code=replay.status_code, media_type=media, headers={REPLAYED: "true"}
-        )
+        return _replayed(replay)
     try:
         payload = await run()
     except Exception as exc:
-        answer = problems.handle(request, exc)
-        if answer.status_code >= 500:
-            await access.release(state.db, api_key_id=principal.key_id, key=key)
-            return answer
-        body = encode_json(answer.content)
+        refusal = problems.handle(request, exc)
+        if refusal.status_code >= 500:
+            await access.release(state.db, api_key_id=answer.api_key_id, key=answer.key)
+            return refusal
+        body = encode_json(refusal.content)
         await access.complete(
-            state.db, api_key_id=principal.key_id, key=key, status_code=answer.status_code, body=body.decode()
+            state.db,
+            api_key_id=answer.api_key_id,
+            key=answer.key,
+            status_code=refusal.status_code,
+            body=body.decode(),
         )
-        return answer
+        return refusal
     body = encode_json(payload)
     await access.complete(
-        state.db, api_key_id=principal.key_id, key=key, status_code=status_code, body=body.decode()
+        state.db, api_key_id=answer.api_key_id, key=answer.key, status_code=status_code, body=body.decode()
     )
     return Response(body, status_code=status_code, media_type="application/json")

@@ -70,6 +70,10 @@ class RedeemRequest(Strict):
     card: CardCode
     reward: Code
     transaction_id: Id | None = None
+    external_id: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        default=None,
+        description="The till's own id for this redemption: unique per outlet, so it books once.",
+    )
 
 
 class ActivateRequest(Strict):

@@ -10,15 +10,20 @@ from litestar.params import JSONBody
 from api import schemas
 from api.auth import Principal, requires
 from api.context import caller, db_of, now_of, secrets_of
-from api.idempotency import IdempotencyKey, idempotent
-from loyalty import lookup, members, redemptions, transactions
-from loyalty.errors import NotAllowed
+from api.idempotency import IdempotencyKey, claimed, idempotent
+from loyalty import lookup, members, posting, redemptions, refunds
+from loyalty.access import Answer
 from rules.context import Item
 
 
 async def _card(request: Request[Any, Any, Any], principal: Principal, code: str) -> str:
     ref = lookup.parse_code(code, secrets_of(request), principal.tenant_id, now=now_of(request))
     return await lookup.card_number(db_of(request), principal.tenant_id, ref)
+
+
+def _key_id(answer: Answer) -> str:
+    """A till write's natural key when the till sends none: its Idempotency-Key, per API key."""
+    return f"idem:{answer.api_key_id}:{answer.key}"
 
 
 class TillController(Controller):
@@ -52,7 +57,7 @@ class TillController(Controller):
             )
             return {"card": number, "member": member}
 
-        return await idempotent(request, run)
+        return await claimed(request, run)
 
     @post("/transactions", operation_id="tillPostTransaction")
     async def post_transaction(
@@ -65,30 +70,26 @@ class TillController(Controller):
         principal = await caller(request)
         assert principal.outlet_id is not None
 
-        async def run() -> Any:
-            db, now = db_of(request), now_of(request)
-            # Parsed and verified here; the posting's own transaction finds the card by number or id.
+        async def run(answer: Answer) -> posting.Posted:
+            now = now_of(request)
             ref = lookup.parse_code(data.card, secrets_of(request), principal.tenant_id, now=now)
-            items = [Item(i.sku, i.unit_price, i.quantity, i.category, tuple(i.tags)) for i in data.items]
-            posting = await transactions.post_transaction(
-                db,
-                principal.tenant_id,
-                outlet_id=principal.outlet_id or 0,
-                external_id=data.external_id,
-                occurred_at=data.occurred_at,
-                items=items,
-                now=now,
-                card_number=ref.number,
+            items = tuple(
+                Item(i.sku, i.unit_price, i.quantity, i.category, tuple(i.tags)) for i in data.items
+            )
+            receipt = posting.Receipt(
+                principal.outlet_id or 0,
+                data.external_id,
+                data.occurred_at,
+                items,
                 card_id=ref.card_id,
+                card_number=ref.number,
                 channel=data.channel,
             )
-            # The member's new figures; the full balance view (expiring, rewards) is what a lookup is for.
-            return {
-                "transaction": posting,
-                "balance": await members.get_member(db, principal.tenant_id, posting.member_id),
-            }
+            return await posting.post(db_of(request), principal.tenant_id, receipt, now=now, answer=answer)
 
-        return await idempotent(request, run)
+        return await idempotent(
+            request, run, lambda done: {"transaction": done.posting, "balance": done.member}
+        )
 
     @post("/transactions/{transaction_id:int}/refunds", operation_id="tillRefund")
     async def refund(
@@ -101,19 +102,21 @@ class TillController(Controller):
         """Return some items of a purchase made at this outlet (or all of them)."""
         principal = await caller(request)
 
-        async def run() -> Any:
+        async def run(answer: Answer) -> refunds.Refunded:
             db, now = db_of(request), now_of(request)
             await lookup.transaction_at_outlet(db, principal.tenant_id, transaction_id, principal.outlet_id)
             lines = {line.line: line.quantity for line in data.lines} if data.lines is not None else None
-            result = await transactions.refund(
-                db, principal.tenant_id, transaction_id, now=now, lines=lines, external_id=data.external_id
+            return await refunds.refund_with_member(
+                db,
+                principal.tenant_id,
+                transaction_id,
+                now=now,
+                lines=lines,
+                external_id=data.external_id or _key_id(answer),
+                answer=answer,
             )
-            return {
-                "refund": result,
-                "balance": await members.get_member(db, principal.tenant_id, result.member_id),
-            }
 
-        return await idempotent(request, run)
+        return await idempotent(request, run, lambda done: {"refund": done.refund, "balance": done.member})
 
     @post("/redemptions", operation_id="tillRedeem")
     async def redeem(
@@ -125,26 +128,24 @@ class TillController(Controller):
         """Spend points on a reward: never overdraws, however many tills try at once."""
         principal = await caller(request)
 
-        async def run() -> Any:
+        async def run(answer: Answer) -> redemptions.Redeemed:
             db, now = db_of(request), now_of(request)
-            card = await members.get_card(db, principal.tenant_id, await _card(request, principal, data.card))
-            if card.member_id is None:
-                raise NotAllowed("this card has not been activated yet")
-            result = await redemptions.redeem(
+            ref = lookup.parse_code(data.card, secrets_of(request), principal.tenant_id, now=now)
+            return await redemptions.redeem_with_member(
                 db,
                 principal.tenant_id,
-                card.member_id,
-                data.reward,
+                reward_code=data.reward,
                 now=now,
+                card=redemptions.CardRef(ref.number, ref.card_id),
                 outlet_id=principal.outlet_id,
                 transaction_id=data.transaction_id,
+                external_id=data.external_id or _key_id(answer),
+                answer=answer,
             )
-            return {
-                "redemption": result,
-                "balance": await members.get_member(db, principal.tenant_id, card.member_id),
-            }
 
-        return await idempotent(request, run)
+        return await idempotent(
+            request, run, lambda done: {"redemption": done.redemption, "balance": done.member}
+        )
 
     @post("/redemptions/{redemption_id:int}/cancellations", operation_id="tillCancelRedemption")
     async def cancel(
@@ -153,9 +154,11 @@ class TillController(Controller):
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
         principal = await caller(request)
 
-        async def run() -> Any:
+        async def run(answer: Answer) -> redemptions.CancelResult:
             db = db_of(request)
             await lookup.redemption_at_outlet(db, principal.tenant_id, redemption_id, principal.outlet_id)
-            return await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now_of(request))
+            return await redemptions.cancel(
+                db, principal.tenant_id, redemption_id, now=now_of(request), answer=answer
+            )
 
         return await idempotent(request, run)

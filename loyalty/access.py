@@ -4,9 +4,14 @@ Keys are high-entropy random secrets, so a fast hash (SHA-256) is the right stor
 to brute-force. The key's public part carries its row id, so verifying costs one primary-key lookup
 and a constant-time compare. The secret is returned once, at creation, and never stored.
 
-Idempotency follows the IETF Idempotency-Key draft: the first request with a key claims it (a unique
-row); a retry with the same body gets the stored response, with another body a mismatch error, and
-while the first is still running an in-progress error. Records are kept at least ``IDEMPOTENCY_TTL``.
+Idempotency follows the IETF Idempotency-Key draft: a retry with the same body gets the stored
+response, with another body a mismatch error, and while the first is still running an in-progress
+error. Records are kept at least ``IDEMPOTENCY_TTL``.
+
+A ledger write records its answer in its own database transaction (:class:`Answer`): the record and
+the write commit together or not at all, so a retry after a commit always replays the answer, and a
+retry after a crash before the commit runs the request afresh. Other writes claim the key first
+(:func:`claim`) and store the answer after their transaction (:func:`complete`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     CheckConstraint,
@@ -34,8 +40,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loyalty.db import Database
-from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.errors import Conflict, InvalidInput, LoyaltyError, NotFound
 from loyalty.models import Base, Id, Outlet, _in
+
+if TYPE_CHECKING:
+    from loyalty.ledger.store import Unit
 
 ROLES = ("admin", "marketer", "cashier")
 #: Prefix of every key, so a leaked key is recognisable by secret scanners.
@@ -213,6 +222,117 @@ class IdempotencyMismatch(InvalidInput):
     """This Idempotency-Key was already used with a different request."""
 
 
+class AlreadyAnswered(LoyaltyError):
+    """The request with this Idempotency-Key was answered before: ``replay`` is that answer."""
+
+    def __init__(self, replay: Replay) -> None:
+        super().__init__("this request was answered before")
+        self.replay = replay
+
+
+def _check_key(key: str) -> None:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+
+
+@dataclass(slots=True)
+class Answer:
+    """A till request's Idempotency-Key and how to render its answer, for the write to record in its
+    own transaction. ``render`` turns the operation's result into (status code, body)."""
+
+    tenant_id: int
+    api_key_id: int
+    key: str
+    fingerprint: str
+    now: datetime
+    render: Callable[[Any], tuple[int, str]]
+    #: Set once the operation put the record in its booking.
+    recorded: bool = field(default=False)
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+
+    def row(self, result: Any) -> dict[str, Any]:
+        """The idempotency record holding the answer to ``result``."""
+        status_code, body = self.render(result)
+        self.recorded = True
+        return {
+            "tenant_id": self.tenant_id,
+            "api_key_id": self.api_key_id,
+            "key": self.key,
+            "request_hash": self.fingerprint,
+            "status_code": status_code,
+            "response": body,
+            "created_at": self.now,
+            "expires_at": self.now + IDEMPOTENCY_TTL,
+        }
+
+    def judge(self, found: Sequence[Any] | None, now: datetime) -> bool:
+        """Decide on the record found for this key (request hash, status, body, created, expires):
+        raise the answer to give instead of running, or return True when a dead record must go
+        (expired, or a claim abandoned by a worker that died) before this request may record its own."""
+        if found is None or found[0] is None:
+            return False
+        request_hash, status_code, body, created_at, expires_at = found
+        if expires_at < now:
+            return True
+        if request_hash != self.fingerprint:
+            raise IdempotencyMismatch("this Idempotency-Key was already used with a different request")
+        if status_code is not None and body is not None:
+            raise AlreadyAnswered(Replay(int(status_code), str(body)))
+        if created_at + IDEMPOTENCY_LEASE < now:
+            return True
+        raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
+
+
+_RECORD = (
+    "SELECT request_hash, status_code, response, created_at, expires_at FROM idempotency_records"
+    " WHERE api_key_id = $1 AND key = $2"
+)
+_FORGET = "DELETE FROM idempotency_records WHERE api_key_id = $1 AND key = $2"
+
+
+async def check_answer(unit: Unit, answer: Answer) -> None:
+    """Before a ledger write: replay, refuse, or clear the way for this request's own record."""
+    row = await unit.fetchrow(_RECORD, answer.api_key_id, answer.key)
+    found = None if row is None else (row[0], row[1], row[2], unit.instant(row[3]), unit.instant(row[4]))
+    if answer.judge(found, answer.now):
+        await unit.execute(_FORGET, answer.api_key_id, answer.key)
+
+
+async def stored_answer(db: Database, *, api_key_id: int, key: str) -> Replay | None:
+    """The answer recorded for a key (after a write found it recorded by a concurrent request)."""
+    async with db.read() as session:
+        row = (
+            await session.execute(
+                select(IdempotencyRecord.status_code, IdempotencyRecord.response).where(
+                    IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
+                )
+            )
+        ).first()
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return Replay(int(row[0]), str(row[1]))
+
+
+async def record_answer(db: Database, answer: Answer, status_code: int, body: str) -> None:
+    """Store an answer given outside a ledger write (a refusal, whose write was rolled back, or a
+    receipt read back) for retries; a record already there stays."""
+    async with db.write() as session:
+        await session.execute(
+            _insert_if_new(db.dialect).values(
+                tenant_id=answer.tenant_id,
+                api_key_id=answer.api_key_id,
+                key=answer.key,
+                request_hash=answer.fingerprint,
+                status_code=status_code,
+                response=body,
+                created_at=answer.now,
+                expires_at=answer.now + IDEMPOTENCY_TTL,
+            )
+        )
+
+
 def _insert_if_new(dialect: str) -> Any:
     table = cast(Table, IdempotencyRecord.__table__)
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
@@ -230,8 +350,7 @@ async def claim(
 
     The claim commits in its own short transaction, so a concurrent retry sees it at once.
     """
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+    _check_key(key)
     mine = (IdempotencyRecord.api_key_id == api_key_id) & (IdempotencyRecord.key == key)
     row = {
         "tenant_id": tenant_id,
@@ -312,6 +431,8 @@ async def purge_expired(db: Database, now: datetime) -> int:
 
 
 __all__ = [
+    "AlreadyAnswered",
+    "Answer",
     "ApiKey",
     "IdempotencyRecord",
     "KeyInfo",

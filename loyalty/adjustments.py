@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
-from sqlalchemy import insert, update
-
-from loyalty import audit, ledger, programs
+from loyalty import audit, programs
 from loyalty.calendar import expiry_for
 from loyalty.db import Database
 from loyalty.errors import InsufficientPoints, InvalidInput
-from loyalty.models import Adjustment, Member, PointLot
+from loyalty.ledger import ADJUSTED, Booking, reads, run
+from loyalty.ledger.store import Unit
 
 #: Largest single adjustment: a typo guard, far above any goodwill gesture.
 MAX_ADJUSTMENT = 10_000_000
@@ -31,6 +31,68 @@ class AdjustmentResult:
     debt_after: int
 
 
+async def _adjust_unit(
+    tenant_id: int, member_id: int, points: int, reason: str, actor: str, now: datetime, unit: Unit
+) -> AdjustmentResult:
+    member = await reads.member(unit, tenant_id, member_id)
+    holder = member.holder
+    if points < 0 and holder.available < -points:
+        raise InsufficientPoints(
+            f"cannot take {-points} points; {holder.available} available",
+            available=holder.available,
+            cost=-points,
+        )
+    adjustment_id = (await unit.next_ids("adjustments", 1))[0]
+    booking = Booking(tenant_id, now)
+    booking.insert(
+        "adjustments",
+        {
+            "id": adjustment_id,
+            "tenant_id": tenant_id,
+            "member_id": member_id,
+            "points": points,
+            "reason": reason,
+            "actor": actor,
+            "created_at": now,
+        },
+    )
+    lots = await reads.available_lots(unit, tenant_id, member_id)
+    if points > 0:
+        _, program = await programs.in_force(unit, tenant_id, now)
+        lot_id = (await unit.next_ids("point_lots", 1))[0]
+        lots.append(
+            booking.issue_lot(
+                holder,
+                lot_id,
+                points,
+                state="available",
+                counter=ADJUSTED,
+                cause="adjustment",
+                ref_id=adjustment_id,
+                pending_until=now,
+                expires_at=expiry_for(now, program.document.points.expire_after_months, program.zone),
+                adjustment_id=adjustment_id,
+            )
+        )
+        booking.settle_debt(holder, lots, cause="adjustment", ref_id=adjustment_id)
+    else:
+        booking.draw(holder, lots, -points, counter=ADJUSTED, cause="adjustment", ref_id=adjustment_id)
+    booking.insert(
+        "audit_log",
+        audit.row(
+            tenant_id,
+            actor=actor,
+            action="adjust",
+            entity="member",
+            entity_id=member_id,
+            at=now,
+            details={"points": points, "reason": reason, "adjustment_id": adjustment_id},
+        ),
+    )
+    await unit.apply(booking)
+    return AdjustmentResult(adjustment_id, member_id, points, holder.available, holder.debt)
+
+
 async def adjust(
     db: Database, tenant_id: int, member_id: int, points: int, *, reason: str, actor: str, now: datetime
 ) -> AdjustmentResult:
@@ -38,71 +100,6 @@ async def adjust(
         raise InvalidInput(f"points must be non-zero and at most {MAX_ADJUSTMENT} either way")
     if not reason.strip() or not actor.strip():
         raise InvalidInput("an adjustment needs a reason and an actor")
-    async with db.write() as s:
-        member = await ledger.lock_member(s, tenant_id, member_id)
-        if points < 0 and member.available < -points:
-            raise InsufficientPoints(
-                f"cannot take {-points} points; {member.available} available",
-                available=member.available,
-                cost=-points,
-            )
-        adjustment_id = await s.scalar(
-            insert(Adjustment)
-            .values(
-                tenant_id=tenant_id,
-                member_id=member_id,
-                points=points,
-                reason=reason.strip(),
-                actor=actor,
-                created_at=now,
-            )
-            .returning(Adjustment.id)
-        )
-        assert adjustment_id is not None
-        await s.execute(
-            update(Member).where(Member.id == member_id).values(available=Member.available + points)
-        )
-        await ledger.add_entries(
-            s,
-            tenant_id,
-            member_id,
-            cause="adjustment",
-            ref_id=adjustment_id,
-            at=now,
-            moves={ledger.AVAILABLE: points, ledger.ADJUSTED: -points},
-        )
-        if points > 0:
-            program = (await programs.version_at(s, tenant_id, now)).program
-            await s.execute(
-                insert(PointLot).values(
-                    tenant_id=tenant_id,
-                    member_id=member_id,
-                    transaction_id=None,
-                    adjustment_id=adjustment_id,
-                    state="available",
-                    earned=points,
-                    remaining=points,
-                    expired=0,
-                    created_at=now,
-                    pending_until=now,
-                    expires_at=expiry_for(now, program.document.points.expire_after_months, program.zone),
-                )
-            )
-            member.available += points
-            await ledger.settle_debt(s, tenant_id, member, cause="adjustment", ref_id=adjustment_id, at=now)
-        else:
-            await ledger.draw_lots(
-                s, tenant_id, member_id, -points, cause="adjustment", ref_id=adjustment_id, at=now
-            )
-            member.available += points
-        await audit.record(
-            s,
-            tenant_id,
-            actor=actor,
-            action="adjust",
-            entity="member",
-            entity_id=member_id,
-            at=now,
-            details={"points": points, "reason": reason.strip(), "adjustment_id": adjustment_id},
-        )
-    return AdjustmentResult(adjustment_id, member_id, points, member.available, member.debt)
+    op = partial(_adjust_unit, tenant_id, member_id, points, reason.strip(), actor, now)
+    result: AdjustmentResult = await run(db, op, optimistic=True)
+    return result

@@ -41,6 +41,28 @@ async def record(
     )
 
 
+def row(
+    tenant_id: int,
+    *,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: object,
+    at: datetime,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The same entry as a row, for a ledger booking to write together with its change."""
+    return {
+        "tenant_id": tenant_id,
+        "actor": actor,
+        "action": action,
+        "entity": entity,
+        "entity_id": str(entity_id),
+        "details": details or {},
+        "at": at,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class AuditView:
     id: int

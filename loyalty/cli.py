@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -831,6 +832,53 @@ def jobs_run(
         out.print(f"job {r.kind} (run {r.run_id}) as of {r.as_of.isoformat()}: {what}")
 
 
+@app.command("audit")
+def audit_command(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant code (default: every tenant).")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Re-derive every balance from its entries and every purchase from its program version; print each
+    mismatch and exit 1 if there is any."""
+    from loyalty.ledger.audit import AuditReport, audit
+
+    async def go() -> list[tuple[str, AuditReport]]:
+        async with _database() as db:
+            if tenant:
+                chosen = [await tenants.tenant_by_code(db, tenant)]
+            else:
+                chosen = await tenants.list_tenants(db)
+            reports = []
+            with _progress(transient=True) as bar:
+                for t in chosen:
+                    task = bar.add_task(f"auditing {t.code}", total=None, note="")
+
+                    def step(n: int, task: TaskID = task) -> None:
+                        bar.update(task, note=f"{n:,} purchases re-evaluated")
+
+                    reports.append((t.code, await audit(db, t.id, progress=step)))
+                    bar.remove_task(task)
+            return reports
+
+    reports = _run(go())
+    if fmt is Format.json:
+        out.print_json(json.dumps([{"tenant": code} | asdict(r) for code, r in reports], default=str))
+    else:
+        for code, r in reports:
+            out.print(
+                f"tenant {code}: {r.members:,} members, {r.entries:,} entries, {r.lots:,} lots, "
+                f"{r.purchases:,} purchases re-evaluated: "
+                + ("[green]books are right[/]" if r.ok else f"[red]{len(r.findings)} check(s) failed[/]")
+            )
+            for f in r.findings:
+                out.print(f"  {f.check}: {f.count:,}", markup=False)
+                for example in f.examples:
+                    out.print(f"    {example}", markup=False)
+    if any(not r.ok for _, r in reports):
+        raise typer.Exit(1)
+
+
 @cards_app.command("batch")
 def cards_batch(
     outlet: Annotated[str, typer.Option(help="Outlet code the cards are printed for.")],
@@ -976,8 +1024,8 @@ def serve(
 
 @app.command()
 def demo(
-    members_: Annotated[int, typer.Option("--members", hidden=True, min=10)] = 2_000,
-    transactions_: Annotated[int, typer.Option("--transactions", hidden=True, min=100)] = 40_000,
+    members_: Annotated[int | None, typer.Option("--members", hidden=True, min=10)] = None,
+    transactions_: Annotated[int | None, typer.Option("--transactions", hidden=True, min=100)] = None,
     directory: Annotated[Path, typer.Option("--dir", hidden=True)] = Path("var"),
 ) -> None:
     """Build a coalition demo (18 months of history in var/demo.db), narrate a day at the till, and
@@ -1001,7 +1049,10 @@ def demo(
             + (f"; vouchers: {', '.join(vouchers)}" if vouchers else "")
         )
 
-    config = demo_.DemoConfig(directory=directory, members=members_, transactions=transactions_)
+    config = demo_.DemoConfig(directory=directory)
+    config = dataclasses.replace(
+        config, members=members_ or config.members, transactions=transactions_ or config.transactions
+    )
     _run(demo_.run(config, out, show))
 
 

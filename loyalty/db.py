@@ -8,17 +8,26 @@ Every service runs in one database transaction opened here:
   On PostgreSQL it is a plain READ COMMITTED transaction; services take row locks or use conditional
   updates where a race could change money-like state.
 * ``db.read()`` for queries.
+
+The ledger's units of work (:mod:`loyalty.ledger.store`) go below the ORM, on the driver's own
+connection: ``db.sqlite_writer`` runs a whole unit on one thread with a synchronous ``sqlite3``
+connection (no statement hops threads), ``db.driver_connection()`` lends an ``asyncpg`` connection
+from the same pool as the sessions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -37,14 +46,22 @@ def database_url(url: str | None = None) -> str:
     return url or os.environ.get("LOYALTY_DATABASE_URL") or DEFAULT_URL
 
 
+T = TypeVar("T")
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Python's sqlite3 would open transactions on its own; the "begin" hook below does it instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    for pragma in _SQLITE_PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
 
 
@@ -66,6 +83,57 @@ def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+class SqliteWriter:
+    """One thread with one synchronous ``sqlite3`` connection that runs whole units of work.
+
+    SQLite runs one writer at a time anyway; giving each unit of work (a posting, a batch) to this
+    thread in one call costs one thread hop per unit instead of one per statement (aiosqlite's way),
+    and writers of this process queue here instead of spinning on the database lock.
+    """
+
+    def __init__(self, path: str) -> None:
+        if not path or path == ":memory:":
+            raise ValueError("the ledger needs a SQLite file, not an in-memory database")
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            for pragma in _SQLITE_PRAGMAS:
+                conn.execute(pragma)
+            self._local.conn = conn
+        return conn
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer thread (rolled back on
+        any error)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, fn)
+
+    def _close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=False)
+
+
 class Database:
     """An engine and its session factories; services receive this, open one transaction, and return."""
 
@@ -74,6 +142,29 @@ class Database:
         self.dialect = engine.dialect.name
         self._write = async_sessionmaker(engine.execution_options(loyalty_write=True), expire_on_commit=False)
         self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._sqlite_writer: SqliteWriter | None = None
+
+    @property
+    def sqlite_writer(self) -> SqliteWriter:
+        """The ledger's writer thread (SQLite only), started on first use."""
+        if self._sqlite_writer is None:
+            self._sqlite_writer = SqliteWriter(make_url(str(self.engine.url)).database or "")
+        return self._sqlite_writer
+
+    @asynccontextmanager
+    async def driver_connection(self) -> AsyncIterator[Any]:
+        """A pooled connection of the driver itself (asyncpg), outside any SQLAlchemy transaction.
+
+        The caller manages its own transactions; the connection goes back to the pool afterwards.
+        """
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            try:
+                yield driver
+            finally:
+                if driver is not None and driver.is_in_transaction():  # never return an open transaction
+                    await driver.execute("ROLLBACK")
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> Database:
@@ -96,6 +187,9 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
+            self._sqlite_writer = None
         await self.engine.dispose()
 
 

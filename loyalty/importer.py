@@ -2,9 +2,10 @@
 
 The file is read row by row and never held in memory: CSV with one row per basket line (consecutive
 rows with the same outlet and external id are one purchase) or JSON lines with one purchase per line.
-Each purchase goes through the posting path of :mod:`loyalty.transactions` (evaluation with the version
-valid at ``occurred_at``, lot, ledger entries, tiers, stamps), with the posting clock set to
-``occurred_at``, so the ledger, monthly reports and tiers read as if the purchases had been posted live.
+Each batch goes through the batch posting of :mod:`loyalty.posting` (evaluation with the version
+valid at ``occurred_at``, lot, ledger entries, tiers, stamps, replayed in memory in file order and
+written as one booking), with the posting clock set to ``occurred_at``, so the ledger, monthly
+reports and tiers read as if the purchases had been posted live.
 Run the jobs afterwards (``loyalty jobs run ...``) to release and expire what is due by now.
 
 * **Batches are all-or-nothing**: a batch is one database transaction. A row that cannot be read or
@@ -12,6 +13,8 @@ Run the jobs afterwards (``loyalty jobs run ...``) to release and expire what is
   the report names every rejected batch, its lines and the reason of each bad row.
 * **Re-running the same file adds nothing**: a purchase whose (outlet, external id) is already booked
   is skipped (one query per batch finds them), and the database refuses a duplicate anyway.
+* **Memory stays flat**: the file is streamed, one batch is held at a time, and the caches of cards
+  and member references are bounded.
 * **Members and cards**: ``card`` is a card number of the tenant (its prefix and check digit). A card
   not yet known is created, as if printed, and bound on first use to a new member, or to the member of
   an earlier row with the same ``member`` reference (a member with several cards); within one run,
@@ -27,19 +30,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from cachetools import LRUCache
+from sqlalchemy import select
 
 import rules
-from loyalty import transactions
+from loyalty import posting
 from loyalty.cards.numbers import InvalidCardNumber, parse_card_number
 from loyalty.db import Database
 from loyalty.errors import LoyaltyError
-from loyalty.members import member_of_card
-from loyalty.models import Card, Outlet, Tenant, Transaction
+from loyalty.ledger import Booking, run
+from loyalty.ledger.store import Unit
+from loyalty.models import Outlet, Tenant
 
 #: Purchases per batch (one database transaction each): large enough to amortise the commit, small
 #: enough that a rejected batch is cheap to fix and re-run.
@@ -173,7 +178,7 @@ def _head(line: int, outlet: Any, external_id: Any, card: Any, occurred_at: Any,
     return Purchase(
         line=line,
         outlet=_text(outlet, "outlet"),
-        external_id=_text(external_id, "external_id", transactions.MAX_EXTERNAL_ID),
+        external_id=_text(external_id, "external_id", posting.MAX_EXTERNAL_ID),
         card=number,
         occurred_at=_when(occurred_at),
         items=(),
@@ -368,19 +373,16 @@ def open_text(path: Path) -> tuple[IO[str], CountingReader]:
 # Posting
 
 
-class _Rejected(Exception):
-    def __init__(self, error: RowError) -> None:
-        self.error = error
-
-
 @dataclass(slots=True)
 class _Context:
     tenant_id: int
     prefix: str
     outlets: dict[str, int]
-    members: dict[str, int]
-    #: Card number -> member of cards seen active in this run (saves two queries per purchase).
-    cards: dict[str, int] = field(default_factory=dict)
+    #: The file's member references -> member ids (bounded: a reference matters when a member's second
+    #: card first appears, usually close to their first one).
+    members: LRUCache[str, int]
+    #: Card number -> member of cards seen active in this run (saves a lookup per purchase).
+    cards: LRUCache[str, int] = field(default_factory=lambda: LRUCache(maxsize=CARD_CACHE))
 
 
 async def _context(db: Database, tenant_id: int) -> _Context:
@@ -391,112 +393,134 @@ async def _context(db: Database, tenant_id: int) -> _Context:
         )
     if prefix is None:
         raise ImportFileError(f"tenant {tenant_id} not found")
-    return _Context(tenant_id, prefix, outlets, {})
+    return _Context(tenant_id, prefix, outlets, LRUCache(maxsize=CARD_CACHE))
 
 
-async def _member(s: AsyncSession, ctx: _Context, p: Purchase, staged: dict[str, int]) -> int:
-    """The member of the purchase's card, creating the card (and binding it) when it is new."""
-    known_card = ctx.cards.get(p.card)
-    if known_card is not None:
-        return known_card
-    row = (
-        await s.execute(
-            select(Card.id, Card.state, Card.member_id).where(
-                Card.tenant_id == ctx.tenant_id, Card.number == p.card
-            )
+_BOOKED = "SELECT outlet_id, external_id FROM transactions WHERE tenant_id = $1 AND external_id {ids}"
+_CARDS = "SELECT number, id, state, member_id FROM cards WHERE tenant_id = $1 AND number {ids}"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch's unit of work produced, applied to the run's report and caches on success."""
+
+    imported: int = 0
+    skipped: int = 0
+    points: int = 0
+    members: dict[str, int] = field(default_factory=dict)
+    cards: dict[str, int] = field(default_factory=dict)
+
+
+async def _batch_unit(ctx: _Context, batch: list[Purchase], channel: str, unit: Unit) -> _Batch:
+    """One batch, all or nothing: cards and members resolved (new ones created), receipts already
+    booked skipped, then every purchase replayed in order and written as one booking."""
+    tenant_id = ctx.tenant_id
+    out = _Batch()
+    booked = {
+        (o, e)
+        for o, e in await unit.fetch(
+            _BOOKED.format(ids=unit.any_of("$2", "text")),
+            tenant_id,
+            unit.listed(sorted({p.external_id for p in batch})),
         )
-    ).first()
-    known = staged.get(p.member) or ctx.members.get(p.member) if p.member else None
-    if row is None:
-        if not p.card.startswith(ctx.prefix):
-            raise LoyaltyError(
-                f"card {p.card} is not a card of this tenant (numbers start with {ctx.prefix})"
-            )
-        values = {
-            "tenant_id": ctx.tenant_id,
-            "number": p.card,
-            "serial": int(p.card[len(ctx.prefix) : -1]),
-            "outlet_id": None,
-            "created_at": p.occurred_at,
-        }
-        if known is not None:
-            await s.execute(
-                insert(Card).values(state="active", member_id=known, activated_at=p.occurred_at, **values)
-            )
-            return known
-        await s.execute(insert(Card).values(state="blank", member_id=None, **values))
-    elif row.state == "blank" and known is not None:
-        await s.execute(
-            update(Card)
-            .where(Card.id == row.id, Card.state == "blank")
-            .values(state="active", member_id=known, activated_at=p.occurred_at)
+    }
+    unknown = sorted({p.card for p in batch if p.card not in ctx.cards})
+    cards = {
+        r[0]: (r[1], r[2], r[3])
+        for r in (
+            await unit.fetch(_CARDS.format(ids=unit.any_of("$2", "text")), tenant_id, unit.listed(unknown))
+            if unknown
+            else []
         )
-        return known
-    member_id = await member_of_card(s, ctx.tenant_id, p.card, p.occurred_at)
-    if p.member and known is None:
-        staged[p.member] = member_id
-    return member_id
+    }
+    booking = Booking(tenant_id, max(p.occurred_at for p in batch))
+    new_members: dict[int, posting.MemberContext] = {}
+    spare_members: list[int] = []
+    spare_cards: list[int] = []
+    purchases: list[posting.BatchPurchase] = []
+    seen: set[tuple[int, str]] = set()
 
+    async def new_member(at: datetime) -> int:
+        nonlocal spare_members
+        if not spare_members:
+            spare_members = await unit.next_ids("members", 256)
+        member_id, spare_members = spare_members[0], spare_members[1:]
+        holder = booking.new_member(member_id, enrolled_at=at)
+        new_members[member_id] = posting.MemberContext(holder, None, 0, None, at, (), {}, {}, {}, window=[])
+        return member_id
 
-async def _booked(db: Database, tenant_id: int, batch: list[Purchase]) -> set[tuple[int, str]]:
-    async with db.read() as s:
-        rows = await s.execute(
-            select(Transaction.outlet_id, Transaction.external_id).where(
-                Transaction.tenant_id == tenant_id,
-                Transaction.external_id.in_({p.external_id for p in batch}),
-            )
+    for p in batch:
+        outlet_id = ctx.outlets.get(p.outlet)
+        if outlet_id is None:
+            raise posting.Rejected(p.line, f"outlet {p.outlet!r} not found")
+        key = (outlet_id, p.external_id)
+        if key in booked or key in seen:
+            out.skipped += 1
+            continue
+        seen.add(key)
+        named = (out.members.get(p.member) or ctx.members.get(p.member)) if p.member else None
+        member_id = ctx.cards.get(p.card) or out.cards.get(p.card)
+        if member_id is None:
+            card = cards.get(p.card)
+            if card is not None and card[1] == "blocked":
+                raise posting.Rejected(p.line, "this card is blocked")
+            if card is not None and card[1] == "active":
+                member_id = card[2]
+            else:
+                if card is None and not p.card.startswith(ctx.prefix):
+                    raise posting.Rejected(
+                        p.line,
+                        f"card {p.card} is not a card of this tenant (numbers start with {ctx.prefix})",
+                    )
+                member_id = named or await new_member(p.occurred_at)
+                bound = {"state": "active", "member_id": member_id, "activated_at": p.occurred_at}
+                if card is None:
+                    if not spare_cards:
+                        spare_cards = await unit.next_ids("cards", 256)
+                    card_id, spare_cards = spare_cards[0], spare_cards[1:]
+                    serial = int(p.card[len(ctx.prefix) : -1])
+                    booking.insert(
+                        "cards",
+                        {"id": card_id, "tenant_id": tenant_id, "number": p.card, "serial": serial}
+                        | {"outlet_id": None, "created_at": p.occurred_at}
+                        | bound,
+                    )
+                else:
+                    booking.update("cards", card[0], set=bound)
+                cards[p.card] = (card[0] if card else 0, "active", member_id)
+            out.cards[p.card] = member_id
+        if p.member and named is None:
+            out.members[p.member] = member_id
+        receipt = posting.Receipt(
+            outlet_id, p.external_id, p.occurred_at, p.items, member_id=member_id, channel=channel
         )
-        return {(o, e) for o, e in rows.all()}
+        purchases.append(posting.BatchPurchase(p.line, receipt, p.occurred_at))
+    postings = await posting.book_batch(unit, booking, purchases, new_members=new_members)
+    await unit.apply(booking)
+    out.imported = len(postings)
+    out.points = sum(x.points for x in postings)
+    return out
 
 
 async def _post_batch(
     db: Database, ctx: _Context, batch: list[Purchase], report: ImportReport, channel: str
 ) -> None:
-    booked = await _booked(db, ctx.tenant_id, batch)
-    staged: dict[str, int] = {}
-    cards: dict[str, int] = {}
-    imported = skipped = points = 0
-    seen: set[tuple[int, str]] = set()
-    async with db.write() as s:
-        for p in batch:
-            outlet_id = ctx.outlets.get(p.outlet)
-            if outlet_id is None:
-                raise _Rejected(RowError(p.line, f"outlet {p.outlet!r} not found"))
-            key = (outlet_id, p.external_id)
-            if key in booked or key in seen:
-                skipped += 1
-                continue
-            seen.add(key)
-            try:
-                member_id = await _member(s, ctx, p, staged)
-                cards[p.card] = member_id
-                # The posting path itself, inside this batch's database transaction.
-                posting = await transactions.post_in_session(
-                    s,
-                    db.dialect,
-                    ctx.tenant_id,
-                    member_id,
-                    outlet_id,
-                    p.external_id,
-                    p.occurred_at,
-                    p.items,
-                    p.occurred_at,
-                    channel,
-                )
-            except transactions.AlreadyPosted:
-                skipped += 1
-                continue
-            except (LoyaltyError, InvalidCardNumber) as exc:
-                raise _Rejected(RowError(p.line, str(exc))) from None
-            imported += 1
-            points += posting.points
-    ctx.members.update(staged)
-    if len(ctx.cards) > CARD_CACHE:
-        ctx.cards.clear()
-    ctx.cards.update(cards)
-    report.imported += imported
-    report.skipped += skipped
-    report.points += points
+    try:
+        done = await run(db, partial(_batch_unit, ctx, batch, channel))
+    except posting.Rejected as rejected:
+        raise _Rejected(RowError(rejected.line, rejected.reason)) from None
+    except (LoyaltyError, InvalidCardNumber) as exc:
+        raise _Rejected(RowError(batch[0].line, str(exc))) from None
+    ctx.members.update(done.members)
+    ctx.cards.update(done.cards)
+    report.imported += done.imported
+    report.skipped += done.skipped
+    report.points += done.points
+
+
+class _Rejected(Exception):
+    def __init__(self, error: RowError) -> None:
+        self.error = error
 
 
 async def import_purchases(

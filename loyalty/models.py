@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -102,7 +103,8 @@ CAUSES = (
     "debt_payment",
 )
 REDEMPTION_STATES = ("active", "cancelled")
-VOUCHER_STATES = ("issued", "used")
+#: ``revoked``: the purchase whose stamps filled the card was returned before the voucher was used.
+VOUCHER_STATES = ("issued", "used", "revoked")
 JOB_KINDS = ("release", "expiry", "tiers")
 
 
@@ -225,6 +227,9 @@ class Member(Base):
     last_visit_at: Mapped[datetime | None]
     enrolled_at: Mapped[datetime]
     tags: Mapped[list[str]]
+    #: Moves on with every change of the member's balances, lots, stamps or tier: a write that read
+    #: the member without a lock goes through only if the revision is still the one it read.
+    revision: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         CheckConstraint("available >= 0", name="available_not_negative"),
@@ -475,9 +480,13 @@ class Redemption(Base):
     outlet_id: Mapped[int | None] = mapped_column(Id, ForeignKey("outlets.id"))
     transaction_id: Mapped[int | None] = mapped_column(Id, ForeignKey("transactions.id"))
     voucher_id: Mapped[int | None] = mapped_column(Id, ForeignKey("vouchers.id"))
+    #: The till's own id for this redemption (or one derived from its Idempotency-Key): a retry books
+    #: once even after the idempotency record has expired.
+    external_id: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime]
     cancelled_at: Mapped[datetime | None]
     __table_args__ = (
+        UniqueConstraint("tenant_id", "outlet_id", "external_id"),
         _member_fk("redemptions"),
         Index(None, "tenant_id", "member_id"),
         CheckConstraint("cost >= 0", name="cost_not_negative"),
@@ -525,7 +534,7 @@ class StampCard(Base):
 
 
 class RuleUse(Base):
-    """How often a limited rule applied to a member, ever and on their last day of use."""
+    """How often a limited rule applied to a member, ever."""
 
     __tablename__ = "rule_uses"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -533,12 +542,28 @@ class RuleUse(Base):
     member_id: Mapped[int] = mapped_column(Id)
     rule_id: Mapped[str] = mapped_column(String(64))
     uses: Mapped[int]
-    day: Mapped[date]
-    day_uses: Mapped[int]
     __table_args__ = (
         UniqueConstraint("tenant_id", "member_id", "rule_id"),
         _member_fk("rule_uses"),
-        CheckConstraint("uses >= 0 AND day_uses >= 0", name="not_negative"),
+        CheckConstraint("uses >= 0", name="not_negative"),
+    )
+
+
+class RuleDayUse(Base):
+    """How often a limited rule applied to a member on one day (the program's local day): a receipt
+    posted late for an earlier day counts on that day, not on the last one."""
+
+    __tablename__ = "rule_day_uses"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    member_id: Mapped[int] = mapped_column(Id)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date]
+    uses: Mapped[int]
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "member_id", "rule_id", "day"),
+        _member_fk("rule_day_uses"),
+        CheckConstraint("uses >= 0", name="not_negative"),
     )
 
 

@@ -7,11 +7,15 @@ moment of the sale. Checked programs are cached by digest: the digest is the ver
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from cachetools import TTLCache
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +24,9 @@ from loyalty import audit
 from loyalty.db import Database
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.models import Program, ProgramVersion, UTCDateTime
+
+if TYPE_CHECKING:
+    from loyalty.ledger.store import Unit
 
 #: Checked programs kept in memory (a few kB each); versions are few and immutable once published.
 CACHE_SIZE = 128
@@ -65,6 +72,12 @@ def check(text: str) -> rules.CheckedProgram:
         return rules.load_program(text)
     except rules.ProgramError as exc:
         raise InvalidInput(f"invalid program: {exc}", issues=exc.issues) from exc
+
+
+def cached(digest: str) -> rules.CheckedProgram | None:
+    """The checked program of a version seen before, or None."""
+    with _cache_lock:
+        return _cache.get(digest)
 
 
 def checked(digest: str, text: str) -> rules.CheckedProgram:
@@ -258,3 +271,73 @@ async def current(db: Database, tenant_id: int, now: datetime) -> Priced:
     """The version in force at ``now``."""
     async with db.read() as s:
         return await version_at(s, tenant_id, now)
+
+
+# --- versions as ledger operations read them (inside a unit of work, below the ORM) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A published version's identity and when it took effect."""
+
+    valid_from: datetime
+    id: int
+    program_id: int
+    digest: str
+
+
+#: How long a process trusts its list of a tenant's published versions. A stale list is harmless: a
+#: posting reads the version valid at its ``occurred_at`` in its own statement and compares, and any
+#: miss reads the list again.
+PUBLISHED_SECONDS = 60.0
+_published: TTLCache[int, list[Published]] = TTLCache(maxsize=10_000, ttl=PUBLISHED_SECONDS)
+_published_lock = threading.Lock()
+
+_PUBLISHED = (
+    "SELECT valid_from, id, program_id, digest FROM program_versions"
+    " WHERE tenant_id = $1 AND status = 'published' ORDER BY valid_from"
+)
+
+
+def published_cache(tenant_id: int) -> list[Published] | None:
+    with _published_lock:
+        return _published.get(tenant_id)
+
+
+async def published(unit: Unit, tenant_id: int) -> list[Published]:
+    """The tenant's published versions, oldest first, read now (and remembered)."""
+    rows = await unit.fetch(_PUBLISHED, tenant_id)
+    versions = [Published(unit.instant(r[0]) or datetime.min, r[1], r[2], r[3]) for r in rows]
+    with _published_lock:
+        _published[tenant_id] = versions
+    return versions
+
+
+def published_at(versions: Sequence[Published], at: datetime) -> Published:
+    """The version valid at ``at``: the latest whose ``valid_from`` is not after it."""
+    i = bisect.bisect_right([v.valid_from for v in versions], at)
+    if i == 0:
+        raise NotFound(f"no program version was valid at {at.isoformat()}")
+    return versions[i - 1]
+
+
+async def program_of(unit: Unit, version: Published) -> rules.CheckedProgram:
+    """The checked program of a version (from the cache after the first time)."""
+    hit = cached(version.digest)
+    if hit is not None:
+        return hit
+    text = await unit.fetchval("SELECT document FROM program_versions WHERE id = $1", version.id)
+    return checked(version.digest, text)
+
+
+async def in_force(unit: Unit, tenant_id: int, at: datetime) -> tuple[Published, rules.CheckedProgram]:
+    """The version valid at ``at`` and its program, trusting the remembered list once."""
+    versions = published_cache(tenant_id)
+    if versions is not None:
+        try:
+            version = published_at(versions, at)
+            return version, await program_of(unit, version)
+        except NotFound:
+            pass
+    version = published_at(await published(unit, tenant_id), at)
+    return version, await program_of(unit, version)

@@ -80,6 +80,18 @@ async def get_tenant(db: Database, tenant_id: int) -> TenantView:
     return TenantView(*row)
 
 
+async def list_tenants(db: Database) -> list[TenantView]:
+    async with db.read() as s:
+        rows = (
+            await s.execute(
+                select(Tenant.id, Tenant.code, Tenant.name, Tenant.card_prefix, Program.id)
+                .join(Program, Program.tenant_id == Tenant.id)
+                .order_by(Tenant.code)
+            )
+        ).all()
+    return [TenantView(*row) for row in rows]
+
+
 async def tenant_by_code(db: Database, code: str) -> TenantView:
     async with db.read() as s:
         tenant_id = await s.scalar(select(Tenant.id).where(Tenant.code == code))

@@ -3,7 +3,8 @@
 The qualifying figure is summed from the member's transactions in the window ``(now - window, now]``,
 net of refunds: points earned, spend in minor units, or visits (purchases not fully returned). Level
 minimums are converted to the same units (spend minimums are currency units in the document).
-The evaluation job is one set-based statement per step, never a loop over members.
+Upgrades on earning are booked with the purchase (:mod:`loyalty.posting`); the evaluation job is a
+set-based sweep of the ledger (:func:`loyalty.ledger.sweeps.evaluate_tiers`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import rules
 from loyalty.calendar import window_start
-from loyalty.models import Member, TierChange, Transaction, UTCDateTime
+from loyalty.models import Transaction, UTCDateTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,106 +110,3 @@ async def qualifying(
         )
     ).scalar()
     return int(value or 0)
-
-
-async def upgrade_on_earn(
-    session: AsyncSession,
-    tenant_id: int,
-    member: Any,
-    program: rules.CheckedProgram,
-    occurred_at: datetime,
-    points: int,
-    amount: int,
-    now: datetime,
-) -> str | None:
-    """The tier to move the member to after a purchase (already inserted), or None to stay.
-
-    Only upgrades happen here; a member with no tier yet gets the level they qualify for.
-    """
-    ladder = levels(program)
-    if not ladder:
-        return None
-    current = known_tier(program, member.tier)
-    names = [lv.name for lv in ladder]
-    if current == names[-1]:
-        return None
-    value = await qualifying(session, tenant_id, member.id, program, now)
-    target = level_for(program, value)
-    if current is not None and names.index(target.name) <= names.index(current):
-        return None
-    await session.execute(
-        insert(TierChange).values(
-            tenant_id=tenant_id,
-            member_id=member.id,
-            from_tier=member.tier,
-            to_tier=target.name,
-            reason="earn",
-            qualifying=value,
-            at=now,
-        )
-    )
-    return target.name
-
-
-async def evaluate_all(
-    session: AsyncSession, tenant_id: int, program: rules.CheckedProgram, now: datetime
-) -> int:
-    """Set every member's tier to what the window qualifies them for (both directions); returns changes.
-
-    Set-based: one aggregate over the window, one INSERT ... SELECT of the history, one UPDATE.
-    """
-    tiers = program.document.tiers
-    ladder = levels(program)
-    if tiers is None or not ladder:
-        return 0
-    per_member = (
-        select(Transaction.member_id.label("member_id"), _measure(tiers.qualify_on).label("value"))
-        .where(
-            Transaction.tenant_id == tenant_id,
-            Transaction.occurred_at > _window(program, now),
-            Transaction.occurred_at <= now,
-        )
-        .group_by(Transaction.member_id)
-        .subquery()
-    )
-    value = func.coalesce(per_member.c.value, 0)
-    target = case(
-        *[(value >= lv.threshold, literal(lv.name)) for lv in reversed(ladder)], else_=literal(ladder[0].name)
-    )
-    targets = (
-        select(
-            Member.id.label("member_id"),
-            Member.tier.label("tier"),
-            target.label("target"),
-            value.label("value"),
-        )
-        .outerjoin(per_member, per_member.c.member_id == Member.id)
-        .where(Member.tenant_id == tenant_id)
-        .subquery()
-    )
-    changed = select(
-        literal(tenant_id),
-        targets.c.member_id,
-        targets.c.tier,
-        targets.c.target,
-        literal("evaluation"),
-        targets.c.value,
-        literal(now, type_=TierChange.at.type),
-    ).where(func.coalesce(targets.c.tier, "") != targets.c.target)
-    result = await session.execute(
-        insert(TierChange).from_select(
-            ["tenant_id", "member_id", "from_tier", "to_tier", "reason", "qualifying", "at"], changed
-        )
-    )
-    count = int(result.rowcount or 0)  # type: ignore[attr-defined]
-    if count:
-        await session.execute(
-            update(Member)
-            .where(
-                Member.tenant_id == tenant_id,
-                Member.id == targets.c.member_id,
-                func.coalesce(Member.tier, "") != targets.c.target,
-            )
-            .values(tier=targets.c.target, tier_since=now)
-        )
-    return count

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import contextlib
+import importlib
+import importlib.util
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from loyalty import access
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from loyalty import access, redemptions
 from loyalty.db import Database
+from loyalty.secrets import Secrets
 
 from .conftest import Api
-from .test_till import basket
+from .test_till import basket, give_points
+
+#: The kaffeehaus program's coffee reward.
+COFFEE = 300
+#: Where refunds are booked (a module of their own now; part of loyalty.transactions before).
+refunds_module = importlib.import_module(
+    "loyalty.refunds" if importlib.util.find_spec("loyalty.refunds") else "loyalty.transactions"
+)
 
 
 def test_a_retry_with_the_same_key_and_body_gets_the_first_answer(api: Api) -> None:
@@ -120,3 +138,122 @@ def test_a_domain_error_is_replayed_too(api: Api) -> None:
         "/v1/till/redemptions", json={"card": a.card, "reward": "COFFEE"}, headers=headers
     )
     assert again.status_code == 409 and again.json() == first.json()
+
+
+def _count(api: Api, sql: str, **params: Any) -> int:
+    async def go() -> int:
+        db = Database.from_url(api.url)
+        try:
+            async with db.read() as s:
+                return int((await s.execute(text(sql), params)).scalar() or 0)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+class _Outage:
+    """The database goes away right after a write committed (a crash, a failover), before the till got
+    its answer, and comes back later: every database call fails while it lasts."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.calls = {"read": db.read, "write": db.write}
+
+    def start(self) -> None:
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("the database went away")
+
+        self.db.read = self.db.write = down
+
+    def end(self) -> None:
+        self.db.read, self.db.write = self.calls["read"], self.calls["write"]
+
+
+@contextlib.contextmanager
+def _outage_after(module: Any, names: tuple[str, ...], outage: _Outage) -> Iterator[None]:
+    """The outage starts as soon as one of ``module``'s ``names`` (the write) has returned."""
+    originals = {name: getattr(module, name) for name in names if hasattr(module, name)}
+
+    def wrap(fn: Any) -> Any:
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = await fn(*args, **kwargs)
+            outage.start()
+            return result
+
+        return wrapped
+
+    for name, fn in originals.items():
+        setattr(module, name, wrap(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(module, name, fn)
+        outage.end()
+
+
+@pytest.fixture
+def till(api: Api, secrets: Secrets) -> Iterator[tuple[TestClient[Any], list[datetime]]]:
+    """The app again, with a clock the test moves."""
+    clock = [datetime.now(UTC)]
+    app = create_app(database_url=api.url, secrets=secrets, clock=lambda: clock[0], key_cache_seconds=0)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, clock
+
+
+def test_a_redemption_is_never_booked_twice_when_its_answer_is_lost(
+    api: Api, till: tuple[TestClient[Any], list[datetime]]
+) -> None:
+    """The database goes away right after a redemption committed; the till retries after the key's
+    lease: the retry is answered with the first redemption, never booked again."""
+    client, clock = till
+    a = api.a
+    give_points(api, a, 1000)
+    headers = a.headers(**{"Idempotency-Key": "lost-answer"})
+    body = {"card": a.card, "reward": "COFFEE"}
+    with _outage_after(redemptions, ("redeem", "redeem_with_member"), _Outage(client.app.state.db)):
+        first = client.post("/v1/till/redemptions", json=body, headers=headers)
+    clock[0] += access.IDEMPOTENCY_LEASE + timedelta(seconds=1)
+    retry = client.post("/v1/till/redemptions", json=body, headers=headers)
+    booked = _count(api, "SELECT count(*) FROM redemptions WHERE tenant_id = :t", t=a.id)
+    assert booked == 1, f"booked {booked} times (first answer {first.status_code}, retry {retry.status_code})"
+    assert retry.status_code == 201, retry.text
+    lookup = client.post("/v1/till/lookup", json={"code": a.card}, headers=a.headers()).json()
+    assert lookup["balance"]["available"] == 1000 - COFFEE
+
+
+def test_a_partial_refund_is_never_booked_twice_when_its_answer_is_lost(
+    api: Api, till: tuple[TestClient[Any], list[datetime]]
+) -> None:
+    """The database goes away right after a partial refund committed; the retry refunds nothing more."""
+    client, clock = till
+    a = api.a
+    posted = client.post(
+        "/v1/till/transactions",
+        json=basket(a.card, "refund-me", ("LATTE", "coffee", 3, 450)),
+        headers=a.headers(**{"Idempotency-Key": "p"}),
+    ).json()
+    tx = posted["transaction"]["transaction_id"]
+    headers = a.headers(**{"Idempotency-Key": "one-latte-back"})
+    body = {"lines": [{"line": 0, "quantity": 1}]}
+    with _outage_after(refunds_module, ("refund", "refund_with_member"), _Outage(client.app.state.db)):
+        client.post(f"/v1/till/transactions/{tx}/refunds", json=body, headers=headers)
+    clock[0] += access.IDEMPOTENCY_LEASE + timedelta(seconds=1)
+    retry = client.post(f"/v1/till/transactions/{tx}/refunds", json=body, headers=headers)
+    assert _count(api, "SELECT count(*) FROM refunds WHERE tenant_id = :t", t=a.id) == 1
+    assert retry.status_code == 201, retry.text
+
+
+def test_a_redemption_sent_again_after_its_key_expired_books_once(api: Api) -> None:
+    """The till's redemption id is unique per outlet in the database: once booked, a later retry (its
+    Idempotency-Key long forgotten) gets the first redemption back."""
+    a = api.a
+    give_points(api, a, 1000)
+    body = {"card": a.card, "reward": "COFFEE", "external_id": "till-7-redemption-1"}
+    first = api.client.post("/v1/till/redemptions", json=body, headers=a.headers(**{"Idempotency-Key": "k1"}))
+    later = api.client.post("/v1/till/redemptions", json=body, headers=a.headers(**{"Idempotency-Key": "k2"}))
+    assert first.status_code == later.status_code == 201, later.text
+    assert later.json()["redemption"]["redemption_id"] == first.json()["redemption"]["redemption_id"]
+    assert later.json()["redemption"]["replayed"] is True
+    assert _count(api, "SELECT count(*) FROM redemptions WHERE tenant_id = :t", t=a.id) == 1

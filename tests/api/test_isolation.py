@@ -66,6 +66,7 @@ ROLES: dict[Endpoint, frozenset[str] | str] = {
     ("POST", "/v1/admin/cards/{number}/block"): frozenset({ADMIN}),
     ("POST", "/v1/admin/jobs/{kind}"): frozenset({ADMIN}),
     ("GET", "/v1/admin/reports/liability"): frozenset({ADMIN}),
+    ("GET", "/v1/admin/audit"): frozenset({ADMIN}),
     ("GET", "/v1/admin/reports/monthly"): frozenset({ADMIN}),
     ("GET", "/v1/admin/reports/partners"): frozenset({ADMIN}),
     ("POST", "/v1/admin/card-batches"): frozenset({ADMIN}),
@@ -198,6 +199,7 @@ SAMPLES: dict[Endpoint, Callable[[Api, Seed], Call]] = {
     ),
     ("POST", "/v1/admin/jobs/{kind}"): lambda api, s: ("POST", "/v1/admin/jobs/all", {}),
     ("GET", "/v1/admin/reports/liability"): lambda api, s: ("GET", "/v1/admin/reports/liability", {}),
+    ("GET", "/v1/admin/audit"): lambda api, s: ("GET", "/v1/admin/audit", {}),
     ("GET", "/v1/admin/reports/monthly"): lambda api, s: ("GET", "/v1/admin/reports/monthly", {}),
     ("GET", "/v1/admin/reports/partners"): lambda api, s: (
         "GET",
@@ -294,6 +296,13 @@ def _check_created(api: Api, b: Seed, r: Any) -> None:
 def _check_liability(api: Api, b: Seed, r: Any) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["available"] == 0 and r.json()["pending"] == 0, r.json()  # B's seeded member has both
+
+
+def _check_audit(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tenant_id"] == api.a.id and body["ok"] is True, body
+    assert body["members"] == 1 and body["purchases"] == 0, body  # A's one member; B's purchase is not A's
 
 
 def _check_monthly(api: Api, b: Seed, r: Any) -> None:
@@ -615,6 +624,13 @@ ISOLATION: list[Case] = [
         ADMIN,
         lambda w: ("GET", "/v1/admin/reports/liability", {}),
         check=_check_liability,
+    ),
+    Case(
+        "audit",
+        E["GET", "/v1/admin/audit"],
+        ADMIN,
+        lambda w: ("GET", "/v1/admin/audit", {}),
+        check=_check_audit,
     ),
     Case(
         "monthly",

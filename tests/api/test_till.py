@@ -182,6 +182,21 @@ def test_a_reward_above_the_members_tier_is_refused(api: Api) -> None:
     assert r.status_code == 409 and r.json()["type"].endswith("not-allowed")
 
 
+def test_a_blocked_card_redeems_nothing(api: Api) -> None:
+    """A card blocked by an admin (lost, stolen) cannot spend its member's points at a till."""
+    a = api.a
+    give_points(api, a, 1000)
+    blocked = api.client.post(f"/v1/admin/cards/{a.card}/block", headers=a.headers("admin"))
+    assert blocked.status_code == 200, blocked.text
+    for code in (a.card, scan_url(a.token)):
+        r = api.client.post(
+            "/v1/till/redemptions", json={"card": code, "reward": "COFFEE"}, headers=a.headers(**idem())
+        )
+        assert r.status_code == 409 and r.json()["type"].endswith("not-allowed"), r.text
+    member = api.client.get(f"/v1/admin/members/{a.member_id}", headers=a.headers("admin")).json()
+    assert member["member"]["available"] == 1000
+
+
 def test_another_outlets_cashier_cannot_refund_this_outlets_purchase(api: Api) -> None:
     """A cashier key acts only for its outlet: another outlet's purchase is not found."""
     a = api.a

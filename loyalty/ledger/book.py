@@ -1,0 +1,392 @@
+"""A booking: everything one ledger operation writes, built in memory and checked before it is written.
+
+An operation (a posting, a refund, a redemption, ...) loads what it needs, then describes its effect
+on a :class:`Booking`: balanced sets of moves with their cause, lots issued, lots drawn nearest expiry
+first, draws restored, the rows of its cause (the transaction, the refund, ...). The booking refuses
+anything that would break a guarantee of the ledger (see :mod:`loyalty.ledger`) at the moment it is
+described, so a bug fails loudly before a row is written. :func:`loyalty.ledger.store.apply` then
+writes the whole booking at once: on PostgreSQL as one statement.
+
+Balances only ever change through :meth:`Booking.move`: the change of a member's ``available``,
+``pending`` and ``debt`` columns is the sum of the member-side moves, so the projection cannot drift
+from the entries. Lots only change through :meth:`issue_lot`, :meth:`draw`, :meth:`take`,
+:meth:`restore` and :meth:`reverse_expired`, each of which books the matching moves itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+AVAILABLE = "member_available"
+PENDING = "member_pending"
+DEBT = "member_debt"
+ISSUED = "program_issued"
+REDEEMED = "program_redeemed"
+EXPIRED = "program_expired"
+ADJUSTED = "program_adjusted"
+
+MEMBER_ACCOUNTS = (AVAILABLE, PENDING, DEBT)
+PROGRAM_ACCOUNTS = (ISSUED, REDEEMED, EXPIRED, ADJUSTED)
+ACCOUNT_OF_STATE = {"pending": PENDING, "available": AVAILABLE}
+
+
+class BookingError(RuntimeError):
+    """A booking would break a ledger guarantee: a bug in the operation, never the client's fault."""
+
+
+@dataclass(slots=True)
+class Holder:
+    """A member's balance as the operation read it; the booking keeps it current as moves are added.
+
+    ``revision`` is the member row's revision when it was read without a lock: the write then only
+    happens if nobody changed the member in between (None: the row is locked, or the check is off).
+    """
+
+    id: int
+    available: int
+    pending: int
+    debt: int
+    revision: int | None = None
+
+
+@dataclass(slots=True)
+class Lot:
+    """A lot as the operation sees it: loaded with its member's lots, or issued by this booking."""
+
+    id: int
+    member_id: int
+    state: str
+    remaining: int
+    expired: int
+    expires_at: datetime | None
+    new: bool = False
+
+
+@dataclass(slots=True)
+class _MemberChange:
+    holder: Holder
+    available: int = 0
+    pending: int = 0
+    debt: int = 0
+    visits: int = 0
+    last_visit_at: datetime | None = None
+    tier: str | None = None
+    tier_since: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Update:
+    """Changes of one existing row: ``set`` replaces columns, ``add`` adds to integer columns."""
+
+    set: dict[str, Any] = field(default_factory=dict)
+    add: dict[str, int] = field(default_factory=dict)
+
+
+def nearest_expiry_first(lots: Iterable[Lot]) -> list[Lot]:
+    """The order points are spent in: earliest expiry first, never-expiring last, older lots first."""
+    return sorted(lots, key=lambda lot: (lot.expires_at is None, lot.expires_at or 0, lot.id))
+
+
+class Booking:
+    """The rows and changes of one ledger operation (or one batch of postings), not yet written."""
+
+    def __init__(self, tenant_id: int, at: datetime) -> None:
+        self.tenant_id = tenant_id
+        #: When the entries and draws are recorded (the posting clock).
+        self.at = at
+        self.inserts: dict[str, list[dict[str, Any]]] = {}
+        self.members: dict[int, _MemberChange] = {}
+        self.lot_changes: dict[int, _Update] = {}
+        self.updates: dict[str, dict[int, _Update]] = {}
+        #: table -> conflict key -> row; ``replace`` columns are overwritten, ``add`` ones summed.
+        self.upserts: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+        self._new_lots: dict[int, dict[str, Any]] = {}
+        self._new_members: dict[int, dict[str, Any]] = {}
+
+    # --- balances ------------------------------------------------------------------------------
+
+    def _member(self, holder: Holder) -> _MemberChange:
+        change = self.members.get(holder.id)
+        if change is None:
+            change = self.members[holder.id] = _MemberChange(holder)
+        elif change.holder is not holder:
+            raise BookingError(f"member {holder.id} is held twice in one booking")
+        return change
+
+    def new_member(self, member_id: int, *, enrolled_at: datetime, tags: Sequence[str] = ()) -> Holder:
+        """A member created by this booking (an import meeting a new card); starts with nothing."""
+        self._new_members[member_id] = row = {
+            "id": member_id,
+            "tenant_id": self.tenant_id,
+            "tier": None,
+            "tier_since": None,
+            "available": 0,
+            "pending": 0,
+            "debt": 0,
+            "visits": 0,
+            "last_visit_at": None,
+            "enrolled_at": enrolled_at,
+            "tags": list(tags),
+            "revision": 0,
+        }
+        self.inserts.setdefault("members", []).append(row)
+        return Holder(member_id, 0, 0, 0)
+
+    def fold_new_members(self) -> None:
+        """Write the changes of members created by this booking into their new rows (a row cannot be
+        inserted and updated by one statement); called once, when the booking is applied."""
+        for member_id, row in self._new_members.items():
+            change = self.members.pop(member_id, None)
+            if change is None:
+                continue
+            row["available"] += change.available
+            row["pending"] += change.pending
+            row["debt"] += change.debt
+            row["visits"] += change.visits
+            row["last_visit_at"] = change.last_visit_at
+            if change.tier is not None:
+                row["tier"], row["tier_since"] = change.tier, change.tier_since
+        self._new_members.clear()
+
+    def touch(self, holder: Holder) -> None:
+        """Mark the member as changed (their revision moves on) without moving points."""
+        self._member(holder)
+
+    def move(self, holder: Holder, cause: str, ref_id: int, moves: Mapping[str, int]) -> None:
+        """Book one balanced set of moves of ``holder`` for ``cause`` ``ref_id`` (zero moves left out).
+
+        Refused: a set that does not sum to zero, an unknown account, a member balance going below zero.
+        """
+        if sum(moves.values()) != 0:
+            raise BookingError(f"unbalanced moves for {cause} {ref_id}: {dict(moves)}")
+        unknown = set(moves) - set(MEMBER_ACCOUNTS) - set(PROGRAM_ACCOUNTS)
+        if unknown:
+            raise BookingError(f"unknown accounts {sorted(unknown)}")
+        change = self._member(holder)
+        available, pending, debt = moves.get(AVAILABLE, 0), moves.get(PENDING, 0), -moves.get(DEBT, 0)
+        if holder.available + available < 0 or holder.pending + pending < 0 or holder.debt + debt < 0:
+            raise BookingError(f"member {holder.id}: a balance would go below zero ({dict(moves)})")
+        holder.available += available
+        holder.pending += pending
+        holder.debt += debt
+        change.available += available
+        change.pending += pending
+        change.debt += debt
+        rows = self.inserts.setdefault("ledger_entries", [])
+        for account, amount in moves.items():
+            if amount:
+                rows.append(
+                    {
+                        "tenant_id": self.tenant_id,
+                        "member_id": holder.id,
+                        "account": account,
+                        "amount": amount,
+                        "cause": cause,
+                        "ref_id": ref_id,
+                        "created_at": self.at,
+                    }
+                )
+
+    def visit(
+        self, holder: Holder, at: datetime, *, tier: str | None = None, tier_since: datetime | None = None
+    ) -> None:
+        """A purchase: one more visit, the last visit moved forward, and a tier change if any."""
+        change = self._member(holder)
+        change.visits += 1
+        if change.last_visit_at is None or at > change.last_visit_at:
+            change.last_visit_at = at
+        if tier is not None:
+            change.tier, change.tier_since = tier, tier_since
+
+    # --- lots ----------------------------------------------------------------------------------
+
+    def issue_lot(
+        self,
+        holder: Holder,
+        lot_id: int,
+        points: int,
+        *,
+        state: str,
+        counter: str,
+        cause: str,
+        ref_id: int,
+        pending_until: datetime,
+        expires_at: datetime | None,
+        transaction_id: int | None = None,
+        adjustment_id: int | None = None,
+    ) -> Lot:
+        """A new lot of ``points`` in ``state``, booked against the program account ``counter``."""
+        if points <= 0:
+            raise BookingError(f"a lot holds a positive number of points, not {points}")
+        if (transaction_id is None) == (adjustment_id is None):
+            raise BookingError("a lot comes from exactly one transaction or adjustment")
+        self.move(holder, cause, ref_id, {ACCOUNT_OF_STATE[state]: points, counter: -points})
+        self._new_lots[lot_id] = row = {
+            "id": lot_id,
+            "tenant_id": self.tenant_id,
+            "member_id": holder.id,
+            "transaction_id": transaction_id,
+            "adjustment_id": adjustment_id,
+            "state": state,
+            "earned": points,
+            "remaining": points,
+            "expired": 0,
+            "created_at": self.at,
+            "pending_until": pending_until,
+            "expires_at": expires_at,
+        }
+        self.inserts.setdefault("point_lots", []).append(row)
+        return Lot(lot_id, holder.id, state, points, 0, expires_at, new=True)
+
+    def _lot_delta(self, lot: Lot, remaining: int = 0, expired: int = 0) -> None:
+        lot.remaining += remaining
+        lot.expired += expired
+        if lot.remaining < 0 or lot.expired < 0:
+            raise BookingError(f"lot {lot.id} would go below zero")
+        if lot.new:
+            row = self._new_lots[lot.id]
+            row["remaining"] += remaining
+            row["expired"] += expired
+            return
+        change = self.lot_changes.setdefault(lot.id, _Update(add={"remaining": 0, "expired": 0}))
+        change.add["remaining"] += remaining
+        change.add["expired"] += expired
+
+    def _record_draw(self, holder: Holder, lot: Lot, amount: int, cause: str, ref_id: int) -> None:
+        self.inserts.setdefault("lot_draws", []).append(
+            {
+                "tenant_id": self.tenant_id,
+                "member_id": holder.id,
+                "lot_id": lot.id,
+                "amount": amount,
+                "cause": cause,
+                "ref_id": ref_id,
+                "created_at": self.at,
+            }
+        )
+
+    def draw(
+        self,
+        holder: Holder,
+        lots: Sequence[Lot],
+        amount: int,
+        *,
+        counter: str,
+        cause: str,
+        ref_id: int,
+        draw_cause: str | None = None,
+    ) -> list[tuple[int, int]]:
+        """Spend ``amount`` available points, nearest expiry first; returns (lot id, points) drawn.
+
+        ``lots`` are the member's lots as loaded (others are ignored); the moves are
+        ``available -> counter`` under ``cause``; the draws are recorded under ``draw_cause``
+        (default ``cause``: a debt payment's draws say ``debt_payment``).
+        """
+        if amount <= 0:
+            return []
+        draws: list[tuple[int, int]] = []
+        left = amount
+        for lot in nearest_expiry_first(
+            x for x in lots if x.member_id == holder.id and x.state == "available" and x.remaining > 0
+        ):
+            take = min(left, lot.remaining)
+            self._lot_delta(lot, remaining=-take)
+            self._record_draw(holder, lot, take, draw_cause or cause, ref_id)
+            draws.append((lot.id, take))
+            left -= take
+            if left == 0:
+                break
+        if left:
+            raise BookingError(f"member {holder.id}: available lots hold {amount - left} < {amount}")
+        self.move(holder, cause, ref_id, {AVAILABLE: -amount, counter: amount})
+        return draws
+
+    def take(self, holder: Holder, lot: Lot, amount: int, *, counter: str, cause: str, ref_id: int) -> None:
+        """Take ``amount`` from one given lot (a refund's own purchase lot, pending or available)."""
+        if amount <= 0:
+            return
+        if lot.state not in ACCOUNT_OF_STATE:
+            raise BookingError(f"lot {lot.id} is {lot.state}: nothing to take")
+        self._lot_delta(lot, remaining=-amount)
+        self._record_draw(holder, lot, amount, cause, ref_id)
+        self.move(holder, cause, ref_id, {ACCOUNT_OF_STATE[lot.state]: -amount, counter: amount})
+
+    def reverse_expired(self, holder: Holder, lot: Lot, amount: int, *, cause: str, ref_id: int) -> None:
+        """Take back points of a lot that expired unspent: they leave the expired account, not the
+        member (they were never spent), and the lot records the draw."""
+        if amount <= 0:
+            return
+        self._lot_delta(lot, expired=-amount)
+        self._record_draw(holder, lot, amount, cause, ref_id)
+        self.move(holder, cause, ref_id, {EXPIRED: -amount, ISSUED: amount})
+
+    def restore(
+        self,
+        holder: Holder,
+        draws: Sequence[tuple[Lot, int]],
+        *,
+        counter: str,
+        cause: str,
+        ref_id: int,
+    ) -> int:
+        """Give drawn points back to the very lots they came from (negative draws); returns the sum."""
+        total = 0
+        for lot, amount in draws:
+            if lot.state != "available":
+                raise BookingError(f"lot {lot.id} is {lot.state}: points cannot go back to it")
+            self._lot_delta(lot, remaining=amount)
+            self._record_draw(holder, lot, -amount, cause, ref_id)
+            total += amount
+        if total:
+            self.move(holder, cause, ref_id, {AVAILABLE: total, counter: -total})
+        return total
+
+    def settle_debt(self, holder: Holder, lots: Sequence[Lot], *, cause: str, ref_id: int) -> int:
+        """Pay the member's debt from available points (debt is paid first); returns what was paid."""
+        pay = min(holder.debt, holder.available)
+        if pay <= 0:
+            return 0
+        self.draw(holder, lots, pay, counter=DEBT, cause=cause, ref_id=ref_id, draw_cause="debt_payment")
+        return pay
+
+    # --- the operation's own rows ---------------------------------------------------------------
+
+    def insert(self, table: str, row: dict[str, Any]) -> None:
+        """A row of the operation's cause (a transaction, its items, a refund, a voucher, ...)."""
+        if table in ("ledger_entries", "point_lots", "lot_draws", "members"):
+            raise BookingError(f"{table} rows are written by the booking's own operations")
+        self.inserts.setdefault(table, []).append(row)
+
+    def update(
+        self, table: str, row_id: int, *, set: Mapping[str, Any] = {}, add: Mapping[str, int] = {}
+    ) -> None:
+        """Change an existing row of ``table`` (merged with earlier changes of the same row)."""
+        if table in ("ledger_entries", "point_lots", "lot_draws", "members"):
+            raise BookingError(f"{table} rows change only through the booking's own operations")
+        change = self.updates.setdefault(table, {}).setdefault(row_id, _Update())
+        change.set.update(set)
+        for column, amount in add.items():
+            change.add[column] = change.add.get(column, 0) + amount
+
+    def upsert(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
+        """Insert a row or, if its key exists, change it (see ``store.UPSERTS`` for what changes)."""
+        known = self.upserts.setdefault(table, {})
+        if key in known:
+            raise BookingError(f"{table} {key} is upserted twice in one booking")
+        known[key] = row
+
+    # --- checks --------------------------------------------------------------------------------
+
+    def entry_sets(self) -> dict[tuple[str, int, int], int]:
+        """Sum per (cause, ref id, member) of the entries booked: zero for every set by construction."""
+        sums: dict[tuple[str, int, int], int] = {}
+        for e in self.inserts.get("ledger_entries", ()):
+            key = (e["cause"], e["ref_id"], e["member_id"])
+            sums[key] = sums.get(key, 0) + e["amount"]
+        return sums
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.members or self.lot_changes or self.updates or self.upserts)

@@ -1,0 +1,53 @@
+"""What ledger operations read before they book: the member (locked, or with its revision) and lots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from loyalty.errors import NotFound
+from loyalty.ledger.book import Holder, Lot
+from loyalty.ledger.store import Unit
+
+_MEMBER = (
+    "SELECT id, tier, available, pending, debt, visits, last_visit_at, enrolled_at, tags, revision"
+    " FROM members WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+)
+_LOTS = (
+    "SELECT id, member_id, state, remaining, expired, expires_at FROM point_lots"
+    " WHERE tenant_id = $1 AND member_id = $2 AND state = 'available' AND remaining > 0"
+)
+
+
+@dataclass(slots=True)
+class MemberRow:
+    """A member read by a ledger operation: the holder of their balances and the rest of the row."""
+
+    holder: Holder
+    tier: str | None
+    visits: int
+    last_visit_at: datetime | None
+    enrolled_at: datetime
+    tags: tuple[str, ...]
+
+
+async def member(unit: Unit, tenant_id: int, member_id: int) -> MemberRow:
+    """The member's row, locked when the unit locks (otherwise its revision guards the write)."""
+    row = await unit.fetchrow(_MEMBER, tenant_id, member_id)
+    if row is None:
+        raise NotFound(f"member {member_id} not found")
+    holder = Holder(row[0], row[2], row[3], row[4], None if unit.locked else row[9])
+    return MemberRow(
+        holder,
+        row[1],
+        row[5],
+        unit.instant(row[6]),
+        unit.instant(row[7]) or datetime.min,
+        tuple(unit.json(row[8]) or ()),
+    )
+
+
+async def available_lots(unit: Unit, tenant_id: int, member_id: int) -> list[Lot]:
+    """The member's lots with points to spend (draws take them nearest expiry first)."""
+    rows = await unit.fetch(_LOTS, tenant_id, member_id)
+    return [Lot(r[0], r[1], r[2], r[3], r[4], unit.instant(r[5])) for r in rows]

@@ -1,0 +1,1023 @@
+"""Posting purchases: one from a till, or a batch from an import, each as four named steps.
+
+    load the member's context  ->  evaluate (pure: the rules engine)  ->  write (one booking)  ->  answer
+
+A till post (:func:`post`) runs as one optimistic unit of work (:mod:`loyalty.ledger.store`): on
+PostgreSQL one statement reads everything the evaluation needs (card, member, program version,
+stamps, rule uses, the tier window's figure, an earlier booking of the receipt, the idempotency
+record, fresh ids), and one statement writes the whole booking together with the stored answer, only
+if the member is still as it was read. On SQLite both run on the writer thread in one transaction.
+
+A batch (:func:`post_batch`) loads the context of all its members at once, replays its purchases in
+order in memory, one member state after the other, and writes one booking for the whole batch:
+all or nothing.
+
+What is recorded with every purchase: its items with the points of each line, the program version,
+and the evaluation with its explanation and its inputs (the member as the engine saw them), so that
+``loyalty audit`` can recompute every purchase exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import rules
+from loyalty import members, programs, tiers
+from loyalty.access import AlreadyAnswered, Answer, stored_answer
+from loyalty.calendar import expiry_for, local_day, window_start
+from loyalty.db import Database
+from loyalty.errors import InvalidInput, NotAllowed, NotFound
+from loyalty.ledger import ISSUED, Booking, Holder, Lot, reads
+from loyalty.ledger.store import Duplicate, Stale, Unit, run
+from loyalty.members import MemberView
+
+#: Longest external id a till may send (the column's size).
+MAX_EXTERNAL_ID = 100
+
+
+# --- values ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A purchase to book, as a till sends it or an import row reads: the member is named by exactly
+    one of ``member_id``, ``card_id`` (from a verified token) and ``card_number``."""
+
+    outlet_id: int
+    external_id: str
+    occurred_at: datetime
+    items: tuple[rules.Item, ...]
+    member_id: int | None = None
+    card_id: int | None = None
+    card_number: str | None = None
+    channel: str = "till"
+
+    def validate(self) -> None:
+        """Bounds a receipt must keep before anything is read (InvalidInput otherwise)."""
+        if not self.external_id or len(self.external_id) > MAX_EXTERNAL_ID:
+            raise InvalidInput(f"external_id must be 1 to {MAX_EXTERNAL_ID} characters")
+        if self.occurred_at.tzinfo is None or self.occurred_at.utcoffset() is None:
+            raise InvalidInput("occurred_at must carry a time zone")
+        if len(self.items) > rules.engine.MAX_ITEMS:
+            raise InvalidInput(f"a basket holds at most {rules.engine.MAX_ITEMS} lines")
+        for i, item in enumerate(self.items):
+            if not 0 < item.quantity <= rules.engine.MAX_QUANTITY:
+                raise InvalidInput(f"item {i}: quantity must be 1 to {rules.engine.MAX_QUANTITY}")
+            if not 0 <= item.unit_price <= rules.engine.MAX_UNIT_PRICE:
+                raise InvalidInput(f"item {i}: unit_price must be 0 to {rules.engine.MAX_UNIT_PRICE}")
+        if sum(x is not None for x in (self.member_id, self.card_id, self.card_number)) != 1:
+            raise InvalidInput("give exactly one of member_id, card_number and card_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """What a till gets back after posting (or re-posting) a purchase."""
+
+    transaction_id: int
+    member_id: int
+    outlet_id: int
+    external_id: str
+    occurred_at: datetime
+    program_version_id: int
+    amount: int
+    points: int
+    #: Until when the points stay pending (the return window); equal to occurred_at when none.
+    pending_until: datetime
+    expires_at: datetime | None
+    voucher_ids: tuple[int, ...]
+    evaluation: dict[str, Any]
+    #: True when this answer is the first posting of the same (outlet, external id), read back.
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A posting and the member's figures right after it."""
+
+    posting: Posting
+    member: MemberView
+
+
+class AlreadyPosted(Exception):
+    """The receipt (outlet, external id) was booked before; ``transaction_id`` is the first posting."""
+
+    def __init__(self, transaction_id: int) -> None:
+        super().__init__(transaction_id)
+        self.transaction_id = transaction_id
+
+
+class _BlankCard(Exception):
+    def __init__(self, card_id: int) -> None:
+        self.card_id = card_id
+
+
+@dataclass(slots=True)
+class MemberContext:
+    """A member as a posting needs them: balances (through the holder), counters, and history."""
+
+    holder: Holder
+    tier: str | None
+    visits: int
+    last_visit_at: datetime | None
+    enrolled_at: datetime
+    tags: tuple[str, ...]
+    stamps: dict[str, int]
+    uses: dict[str, int]
+    #: (local day, rule) -> applications that day
+    day_uses: dict[tuple[date, str], int]
+    #: (occurred_at, points, spend, visit) of the member's purchases that may count for the tier window
+    #: (only kept by batches); a single posting reads the window's figure directly.
+    window: list[tuple[datetime, int, int, int]] | None = None
+    qualifying: int = 0
+    #: The member's available lots, loaded when they owe points (debt is paid from them first).
+    lots: list[Lot] = field(default_factory=list)
+
+
+# --- program versions and outlets (cached per process: both change rarely) --------------------------------
+
+
+class _OutletCache:
+    """What rules see of an outlet (code, partner, tags), remembered per process: it is read on every
+    posting and changes rarely. An edit reaches postings within ``OUTLET_CACHE_SECONDS``."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[int, int], tuple[float, rules.Outlet]] = {}
+
+    def get(self, key: tuple[int, int]) -> rules.Outlet | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: tuple[int, int], outlet: rules.Outlet) -> rules.Outlet:
+        if len(self._entries) > 100_000:  # bounded: forget everything rather than grow without end
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, outlet)
+        return outlet
+
+
+OUTLET_CACHE_SECONDS = 60.0
+_outlets = _OutletCache(OUTLET_CACHE_SECONDS)
+
+_OUTLET = (
+    "SELECT o.code, p.code, o.tags FROM outlets o JOIN partners p ON p.id = o.partner_id"
+    " WHERE o.tenant_id = $1 AND o.id = $2"
+)
+
+
+async def _outlet(unit: Unit, tenant_id: int, outlet_id: int) -> rules.Outlet:
+    outlet = _outlets.get((tenant_id, outlet_id))
+    if outlet is None:
+        row = await unit.fetchrow(_OUTLET, tenant_id, outlet_id)
+        if row is None:
+            raise NotFound(f"outlet {outlet_id} not found")
+        outlet = _outlets.put(
+            (tenant_id, outlet_id), rules.Outlet(id=row[0], partner=row[1], tags=tuple(unit.json(row[2])))
+        )
+    return outlet
+
+
+# --- step 2: evaluate (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """One purchase evaluated for a member as they were: the engine's result and what it saw."""
+
+    receipt: Receipt
+    version: programs.Published
+    program: rules.CheckedProgram
+    result: rules.Result
+    evaluation: dict[str, Any]
+    day: date
+    limited: tuple[str, ...]
+
+    @property
+    def vouchers(self) -> int:
+        return len(self.result.rewards_unlocked)
+
+
+def evaluate(
+    ctx: MemberContext,
+    receipt: Receipt,
+    *,
+    version: programs.Published,
+    program: rules.CheckedProgram,
+    outlet: rules.Outlet,
+    budgets: Mapping[str, int],
+) -> Priced:
+    """The rules engine on the receipt and the member as ``ctx`` holds them, with the explanation and
+    the inputs recorded (the version and the inputs recompute the result exactly)."""
+    day = local_day(receipt.occurred_at, program.zone)
+    limited = tuple(r.id for r in program.rules if r.limited)
+    member = rules.Member(
+        id=str(ctx.holder.id),
+        tier=tiers.known_tier(program, ctx.tier),
+        points=ctx.holder.available,
+        visits=ctx.visits,
+        last_visit_at=ctx.last_visit_at,
+        enrolled_at=ctx.enrolled_at,
+        tags=ctx.tags,
+        stamps=dict(ctx.stamps),
+        rule_uses={r: (ctx.uses.get(r, 0), ctx.day_uses.get((day, r), 0)) for r in limited},
+    )
+    tx = rules.Transaction(time=receipt.occurred_at, items=receipt.items, channel=receipt.channel)
+    result = rules.evaluate(
+        program, tx, member, outlet, now=receipt.occurred_at, explain=True, budgets=budgets
+    )
+    evaluation = result.as_dict()
+    evaluation["inputs"] = _inputs(member, outlet, receipt.channel, budgets)
+    return Priced(receipt, version, program, result, evaluation, day, limited)
+
+
+def _inputs(
+    member: rules.Member, outlet: rules.Outlet, channel: str, budgets: Mapping[str, int]
+) -> dict[str, Any]:
+    return {
+        "member": {
+            "tier": member.tier,
+            "points": member.points,
+            "visits": member.visits,
+            "last_visit_at": member.last_visit_at.isoformat() if member.last_visit_at else None,
+            "enrolled_at": member.enrolled_at.isoformat() if member.enrolled_at else None,
+            "tags": list(member.tags),
+            "stamps": dict(member.stamps),
+            "rule_uses": {r: list(v) for r, v in member.rule_uses.items()},
+        },
+        "outlet": {"id": outlet.id, "partner": outlet.partner, "tags": list(outlet.tags)},
+        "channel": channel,
+        "budgets": dict(budgets),
+    }
+
+
+def recorded_inputs(
+    evaluation: Mapping[str, Any],
+) -> tuple[rules.Member, rules.Outlet, str, dict[str, int]] | None:
+    """The engine inputs recorded with a purchase, to recompute it (None for purchases booked before
+    inputs were recorded)."""
+    inputs = evaluation.get("inputs")
+    if inputs is None:
+        return None
+    m = inputs["member"]
+    member = rules.Member(
+        id="",
+        tier=m["tier"],
+        points=m["points"],
+        visits=m["visits"],
+        last_visit_at=datetime.fromisoformat(m["last_visit_at"]) if m["last_visit_at"] else None,
+        enrolled_at=datetime.fromisoformat(m["enrolled_at"]) if m["enrolled_at"] else None,
+        tags=tuple(m["tags"]),
+        stamps=m["stamps"],
+        rule_uses={r: (v[0], v[1]) for r, v in m["rule_uses"].items()},
+    )
+    o = inputs["outlet"]
+    outlet = rules.Outlet(id=o["id"], partner=o["partner"], tags=tuple(o["tags"]))
+    return member, outlet, inputs["channel"], dict(inputs["budgets"])
+
+
+# --- step 3: book (pure) -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counters:
+    """Counter rows changed by the purchases of one booking, written once at its end."""
+
+    stamps: dict[tuple[int, str], MemberContext] = field(default_factory=dict)
+    uses: dict[tuple[int, str], int] = field(default_factory=dict)
+    day_uses: dict[tuple[int, str, date], int] = field(default_factory=dict)
+    budgets: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def flush(self, booking: Booking, tenant_id: int, now: datetime) -> None:
+        for (member_id, card), ctx in self.stamps.items():
+            booking.upsert(
+                "stamp_cards",
+                (member_id, card),
+                {"tenant_id": tenant_id, "member_id": member_id, "card": card, "stamps": ctx.stamps[card]}
+                | {"updated_at": now},
+            )
+        for (member_id, rule), n in self.uses.items():
+            booking.upsert(
+                "rule_uses",
+                (member_id, rule),
+                {"tenant_id": tenant_id, "member_id": member_id, "rule_id": rule, "uses": n},
+            )
+        for (member_id, rule, day), n in self.day_uses.items():
+            booking.upsert(
+                "rule_day_uses",
+                (member_id, rule, day),
+                {"tenant_id": tenant_id, "member_id": member_id, "rule_id": rule, "day": day, "uses": n},
+            )
+        for (program_id, rule), n in self.budgets.items():
+            booking.upsert(
+                "rule_budgets",
+                (program_id, rule),
+                {"tenant_id": tenant_id, "program_id": program_id, "rule_id": rule, "points_used": n},
+            )
+
+
+def book(
+    booking: Booking,
+    counters: _Counters,
+    ctx: MemberContext,
+    priced: Priced,
+    *,
+    now: datetime,
+    transaction_id: int,
+    lot_id: int,
+    voucher_ids: Sequence[int],
+    budgets: dict[str, int],
+) -> Posting:
+    """Book one evaluated purchase and bring ``ctx`` up to date (a batch prices the member's next
+    purchase against it): the transaction and its lines, the lot, the visit and tier, stamps and
+    vouchers, rule uses and budgets."""
+    tenant_id = booking.tenant_id
+    receipt, program, result = priced.receipt, priced.program, priced.result
+    policy = program.document.points
+    amount = sum(i.unit_price * i.quantity for i in receipt.items)
+    points = result.total
+    pending_until = receipt.occurred_at + timedelta(days=policy.pending_days)
+    expires_at = expiry_for(receipt.occurred_at, policy.expire_after_months, program.zone)
+    state = "pending" if pending_until > now else "available"
+    member_id = ctx.holder.id
+
+    booking.insert(
+        "transactions",
+        {
+            "id": transaction_id,
+            "tenant_id": tenant_id,
+            "member_id": member_id,
+            "outlet_id": receipt.outlet_id,
+            "external_id": receipt.external_id,
+            "channel": receipt.channel,
+            "occurred_at": receipt.occurred_at,
+            "posted_at": now,
+            "program_version_id": priced.version.id,
+            "amount": amount,
+            "points": points,
+            "amount_refunded": 0,
+            "points_refunded": 0,
+            "evaluation": priced.evaluation,
+        },
+    )
+    line_points = result.items
+    for i, it in enumerate(receipt.items):
+        booking.insert(
+            "transaction_items",
+            {
+                "tenant_id": tenant_id,
+                "member_id": member_id,
+                "transaction_id": transaction_id,
+                "line": i,
+                "sku": it.sku,
+                "category": it.category,
+                "tags": list(it.tags),
+                "unit_price": it.unit_price,
+                "quantity": it.quantity,
+                "points": line_points[i].points,
+                "refunded_quantity": 0,
+            },
+        )
+    if points > 0:
+        lot = booking.issue_lot(
+            ctx.holder,
+            lot_id,
+            points,
+            state=state,
+            counter=ISSUED,
+            cause="earn",
+            ref_id=transaction_id,
+            pending_until=pending_until,
+            expires_at=expires_at,
+            transaction_id=transaction_id,
+        )
+        if state == "available":
+            ctx.lots.append(lot)
+            booking.settle_debt(ctx.holder, ctx.lots, cause="earn", ref_id=transaction_id)
+
+    new_tier = _upgrade(booking, ctx, program, receipt.occurred_at, points, amount, now)
+    booking.visit(ctx.holder, receipt.occurred_at, tier=new_tier, tier_since=now)
+    ctx.visits += 1
+    if ctx.last_visit_at is None or receipt.occurred_at > ctx.last_visit_at:
+        ctx.last_visit_at = receipt.occurred_at
+    if new_tier is not None:
+        ctx.tier = new_tier
+
+    issued = _stamp_cards(booking, counters, ctx, priced, transaction_id, now, voucher_ids)
+    budgeted = {r.id for r in program.rules if r.budget is not None}
+    for rp in result.rules:
+        if rp.applications > 0 and rp.rule in priced.limited:
+            ctx.uses[rp.rule] = ctx.uses.get(rp.rule, 0) + rp.applications
+            ctx.day_uses[(priced.day, rp.rule)] = ctx.day_uses.get((priced.day, rp.rule), 0) + rp.applications
+            counters.uses[(member_id, rp.rule)] = counters.uses.get((member_id, rp.rule), 0) + rp.applications
+            key = (member_id, rp.rule, priced.day)
+            counters.day_uses[key] = counters.day_uses.get(key, 0) + rp.applications
+        if rp.rule in budgeted and rp.points > 0:
+            used = math.ceil(rp.points)  # budgets are whole points; round against the rule
+            budgets[rp.rule] = budgets.get(rp.rule, 0) + used
+            key2 = (priced.version.program_id, rp.rule)
+            counters.budgets[key2] = counters.budgets.get(key2, 0) + used
+    return Posting(
+        transaction_id,
+        member_id,
+        receipt.outlet_id,
+        receipt.external_id,
+        receipt.occurred_at,
+        priced.version.id,
+        amount,
+        points,
+        pending_until,
+        expires_at,
+        issued,
+        priced.evaluation,
+    )
+
+
+def _qualifying_add(qualify_on: str, points: int, amount: int, visit: int = 1) -> int:
+    return points if qualify_on == "points" else amount if qualify_on == "spend" else visit
+
+
+def _upgrade(
+    booking: Booking,
+    ctx: MemberContext,
+    program: rules.CheckedProgram,
+    occurred_at: datetime,
+    points: int,
+    amount: int,
+    now: datetime,
+) -> str | None:
+    """The tier after this purchase when it is an upgrade (only upgrades happen on earning; a member
+    without a tier gets the level they qualify for), with its history row; None to stay."""
+    ladder = tiers.levels(program)
+    policy = program.document.tiers
+    if not ladder or policy is None:
+        return None
+    since = window_start(now, policy.window_months, program.zone)
+    if ctx.window is not None:
+        ctx.window.append((occurred_at, points, amount, 1))
+        value = sum(
+            _qualifying_add(policy.qualify_on, p, a, v) for at, p, a, v in ctx.window if since < at <= now
+        )
+    else:
+        value = ctx.qualifying + (
+            _qualifying_add(policy.qualify_on, points, amount) if since < occurred_at <= now else 0
+        )
+    current = tiers.known_tier(program, ctx.tier)
+    names = [lv.name for lv in ladder]
+    if current == names[-1]:
+        return None
+    target = tiers.level_for(program, value)
+    if current is not None and names.index(target.name) <= names.index(current):
+        return None
+    booking.insert(
+        "tier_history",
+        {
+            "tenant_id": booking.tenant_id,
+            "member_id": ctx.holder.id,
+            "from_tier": ctx.tier,
+            "to_tier": target.name,
+            "reason": "earn",
+            "qualifying": value,
+            "at": now,
+        },
+    )
+    return target.name
+
+
+def _stamp_cards(
+    booking: Booking,
+    counters: _Counters,
+    ctx: MemberContext,
+    priced: Priced,
+    transaction_id: int,
+    now: datetime,
+    voucher_ids: Sequence[int],
+) -> tuple[int, ...]:
+    """Stamps on each card after the purchase, and a voucher per card filled."""
+    result = priced.result
+    if not result.stamps:
+        return ()
+    cards = rules.compile_program(priced.program).cards
+    issued: list[int] = []
+    for card, added in result.stamps.items():
+        reward_at, reward = cards[card]
+        total = ctx.stamps.get(card, 0) + added
+        for _ in range(total // reward_at):
+            voucher_id = voucher_ids[len(issued)]
+            booking.insert(
+                "vouchers",
+                {
+                    "id": voucher_id,
+                    "tenant_id": booking.tenant_id,
+                    "member_id": ctx.holder.id,
+                    "reward_code": reward,
+                    "card": card,
+                    "status": "issued",
+                    "transaction_id": transaction_id,
+                    "issued_at": now,
+                    "used_at": None,
+                },
+            )
+            issued.append(voucher_id)
+        ctx.stamps[card] = total % reward_at
+        counters.stamps[(ctx.holder.id, card)] = ctx
+    return tuple(issued)
+
+
+def member_after(ctx: MemberContext) -> MemberView:
+    """The member's figures after a booking (the holder carries the new balances)."""
+    h = ctx.holder
+    return MemberView(
+        h.id,
+        ctx.tier,
+        h.available,
+        h.pending,
+        h.debt,
+        ctx.visits,
+        ctx.last_visit_at,
+        ctx.enrolled_at,
+        ctx.tags,
+    )
+
+
+# --- step 1: load the member's context (one statement on PostgreSQL) ------------------------------------
+
+
+class _Params:
+    """Numbered parameters for a statement built in pieces."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _agg(dialect: str, columns: str) -> str:
+    if dialect == "postgresql":
+        return f"json_agg(json_build_array({columns}))"
+    return f"json_group_array(json_array({columns}))"
+
+
+_MEASURE = {
+    "points": "q.points - q.points_refunded",
+    "spend": "q.amount - q.amount_refunded",
+    "visits": "CASE WHEN q.amount_refunded < q.amount OR q.amount = 0 THEN 1 ELSE 0 END",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    ctx: MemberContext
+    card_state: str | None
+    card_id: int | None
+    version_id: int | None
+    existing: int | None
+    answer_row: tuple[Any, ...] | None
+    ids: tuple[int | None, int | None]
+
+
+async def _load(
+    unit: Unit,
+    tenant_id: int,
+    receipt: Receipt,
+    now: datetime,
+    program: rules.CheckedProgram,
+    answer: Answer | None,
+    *,
+    member_id: int | None = None,
+) -> _Loaded | None:
+    """Everything a posting reads, in one statement: the card and its member, the version valid at
+    ``occurred_at``, an earlier booking of the receipt, the stamps, rule uses and the tier window's
+    figure, the idempotency record, and (PostgreSQL) fresh ids. None: no such card or member."""
+    p = _Params()
+    tenant = p(tenant_id)
+    pg = unit.dialect == "postgresql"
+    policy = program.document.tiers
+    limited = any(r.limited for r in program.rules)
+    stamped = any(r.kind == "stamp" for r in program.rules)
+    member_of = "m.id"
+    columns = [
+        "c.id", "c.state", "m.id", "m.tier", "m.available", "m.pending", "m.debt", "m.visits",
+        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision",
+        f"(SELECT v.id FROM program_versions v WHERE v.tenant_id = {tenant} AND v.status = 'published'"
+        f" AND v.valid_from <= {p(receipt.occurred_at)} ORDER BY v.valid_from DESC LIMIT 1)",
+        "t.id",
+    ]  # fmt: skip
+    if policy is not None:
+        since = window_start(now, policy.window_months, program.zone)
+        columns.append(
+            f"(SELECT COALESCE(SUM({_MEASURE[policy.qualify_on]}), 0) FROM transactions q"
+            f" WHERE q.tenant_id = {tenant} AND q.member_id = {member_of}"
+            f" AND q.occurred_at > {p(since)} AND q.occurred_at <= {p(now)})"
+        )
+    else:
+        columns.append("0")
+    columns.append(
+        f"(SELECT {_agg(unit.dialect, 's.card, s.stamps')} FROM stamp_cards s"
+        f" WHERE s.tenant_id = {tenant} AND s.member_id = {member_of})"
+        if stamped
+        else "NULL"
+    )
+    if limited:
+        columns.append(
+            f"(SELECT {_agg(unit.dialect, 'u.rule_id, u.uses')} FROM rule_uses u"
+            f" WHERE u.tenant_id = {tenant} AND u.member_id = {member_of})"
+        )
+        columns.append(
+            f"(SELECT {_agg(unit.dialect, 'd.rule_id, d.uses')} FROM rule_day_uses d"
+            f" WHERE d.tenant_id = {tenant} AND d.member_id = {member_of}"
+            f" AND d.day = {p(local_day(receipt.occurred_at, program.zone))})"
+        )
+    else:
+        columns += ["NULL", "NULL"]
+    columns += ["i.request_hash", "i.status_code", "i.response", "i.created_at", "i.expires_at"]
+    columns += ["nextval('transactions_id_seq')", "nextval('point_lots_id_seq')"] if pg else ["NULL", "NULL"]
+    if member_id is not None or receipt.member_id is not None:
+        member = p(member_id or receipt.member_id)
+        source = f"members m LEFT JOIN cards c ON false WHERE m.tenant_id = {tenant} AND m.id = {member}"
+    else:
+        by = (
+            f"c.id = {p(receipt.card_id)}"
+            if receipt.card_id is not None
+            else f"c.number = {p(receipt.card_number)}"
+        )
+        source = (
+            "cards c LEFT JOIN members m ON m.tenant_id = c.tenant_id AND m.id = c.member_id"
+            f" WHERE c.tenant_id = {tenant} AND {by}"
+        )
+    outlet, external_id = p(receipt.outlet_id), p(receipt.external_id)
+    key_id, key = (p(answer.api_key_id), p(answer.key)) if answer is not None else ("NULL", "NULL")
+    head, _, where = source.partition(" WHERE ")
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {head}"
+        f" LEFT JOIN transactions t ON t.tenant_id = {tenant} AND t.outlet_id = {outlet}"
+        f" AND t.external_id = {external_id}"
+        f" LEFT JOIN idempotency_records i ON i.api_key_id = {key_id} AND i.key = {key}"
+        f" WHERE {where}"
+    )
+    row = await unit.fetchrow(sql, *p.values)
+    if row is None:
+        return None
+    (card_id, card_state, m_id, tier, available, pending, debt, visits, last_visit, enrolled, tags, revision,
+     version_id, existing, qualifying, stamps, uses, day_uses,
+     i_hash, i_status, i_body, i_created, i_expires, tx_id, lot_id) = row  # fmt: skip
+    if m_id is None:
+        return _Loaded(None, card_state, card_id, version_id, existing, None, (None, None))  # type: ignore[arg-type]
+    day = local_day(receipt.occurred_at, program.zone)
+    ctx = MemberContext(
+        Holder(m_id, available, pending, debt, None if unit.locked else revision),
+        tier,
+        visits,
+        unit.instant(last_visit),
+        unit.instant(enrolled) or now,
+        tuple(unit.json(tags) or ()),
+        {card: n for card, n in unit.json(stamps) or ()},
+        {rule: n for rule, n in unit.json(uses) or ()},
+        {(day, rule): n for rule, n in unit.json(day_uses) or ()},
+        qualifying=int(qualifying or 0),
+    )
+    answer_row = (
+        None
+        if i_hash is None
+        else (i_hash, i_status, i_body, unit.instant(i_created), unit.instant(i_expires))
+    )
+    return _Loaded(ctx, card_state, card_id, version_id, existing, answer_row, (tx_id, lot_id))
+
+
+_BUDGETS = (
+    "SELECT rule_id, points_used FROM rule_budgets WHERE tenant_id = $1 AND program_id = $2"
+    " ORDER BY rule_id FOR UPDATE"
+)
+
+
+async def _budgets(unit: Unit, tenant_id: int, program_id: int) -> dict[str, int]:
+    """Budgets are shared by all members: read under a lock (a posting with budgets never runs
+    optimistically), so two postings cannot both spend the last points."""
+    return {rule: int(n) for rule, n in await unit.fetch(_BUDGETS, tenant_id, program_id)}
+
+
+# --- a till post ----------------------------------------------------------------------------------------
+
+
+async def _post_unit(
+    tenant_id: int, receipt: Receipt, now: datetime, answer: Answer | None, unit: Unit
+) -> Posted:
+    cached = programs.published_cache(tenant_id)
+    versions, fresh = (
+        (cached, False) if cached is not None else (await programs.published(unit, tenant_id), True)
+    )
+    for _ in range(3):
+        try:
+            version = programs.published_at(versions, receipt.occurred_at)
+        except NotFound:
+            if fresh:
+                raise
+            versions, fresh = await programs.published(unit, tenant_id), True
+            continue
+        program = await programs.program_of(unit, version)
+        budgeted = any(r.budget is not None for r in program.rules)
+        if budgeted and not unit.locked:
+            raise Stale("a rule with a budget: post holding the budget's lock")
+        member_id = (
+            await _lock_member(unit, tenant_id, receipt) if unit.locked and unit.dialect != "sqlite" else None
+        )
+        loaded = await _load(unit, tenant_id, receipt, now, program, answer, member_id=member_id)
+        if loaded is None:
+            raise NotFound(
+                "card not found" if receipt.member_id is None else f"member {receipt.member_id} not found"
+            )
+        if loaded.version_id == version.id:
+            break
+        # A version was published since the list was read: price by the one the database names.
+        versions, fresh = await programs.published(unit, tenant_id), True
+    else:
+        raise NotFound(f"no program version was valid at {receipt.occurred_at.isoformat()}")
+    if answer is not None and answer.judge(loaded.answer_row, answer.now):
+        await unit.execute(
+            "DELETE FROM idempotency_records WHERE api_key_id = $1 AND key = $2",
+            answer.api_key_id,
+            answer.key,
+        )
+    if loaded.card_state == "blocked":
+        raise NotAllowed("this card is blocked")
+    if loaded.ctx is None:
+        raise _BlankCard(loaded.card_id or 0)
+    if loaded.existing is not None:
+        raise AlreadyPosted(loaded.existing)
+    ctx = loaded.ctx
+    outlet = await _outlet(unit, tenant_id, receipt.outlet_id)
+    if ctx.holder.debt > 0:
+        ctx.lots = await reads.available_lots(unit, tenant_id, ctx.holder.id)
+    budgets = await _budgets(unit, tenant_id, version.program_id) if budgeted else {}
+
+    priced = evaluate(ctx, receipt, version=version, program=program, outlet=outlet, budgets=budgets)
+
+    tx_id, lot_id = loaded.ids
+    if tx_id is None or lot_id is None:
+        tx_id, lot_id = (await unit.next_ids("transactions", 1))[0], (await unit.next_ids("point_lots", 1))[0]
+    voucher_ids = await unit.next_ids("vouchers", priced.vouchers) if priced.vouchers else []
+    booking = Booking(tenant_id, now)
+    counters = _Counters()
+    posting = book(
+        booking,
+        counters,
+        ctx,
+        priced,
+        now=now,
+        transaction_id=tx_id,
+        lot_id=lot_id,
+        voucher_ids=voucher_ids,
+        budgets=dict(budgets),
+    )
+    counters.flush(booking, tenant_id, now)
+    posted = Posted(posting, member_after(ctx))
+    if answer is not None:
+        booking.insert("idempotency_records", answer.row(posted))
+
+    await unit.apply(booking)
+    return posted
+
+
+async def _lock_member(unit: Unit, tenant_id: int, receipt: Receipt) -> int | None:
+    """Locked mode: the member's row locked first (None when the card has no member yet)."""
+    if receipt.member_id is not None:
+        member_id: int | None = receipt.member_id
+    else:
+        by = "id = $2" if receipt.card_id is not None else "number = $2"
+        member_id = await unit.fetchval(
+            f"SELECT member_id FROM cards WHERE tenant_id = $1 AND {by}",
+            tenant_id,
+            receipt.card_id if receipt.card_id is not None else receipt.card_number,
+        )
+    if member_id is not None:
+        await unit.fetchval(
+            "SELECT id FROM members WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant_id, member_id
+        )
+    return member_id
+
+
+async def post(
+    db: Database, tenant_id: int, receipt: Receipt, *, now: datetime, answer: Answer | None = None
+) -> Posted:
+    """Book a purchase from a till (see the module docstring). A receipt booked before returns its
+    first posting, marked ``replayed``; a blank card is bound to a new member on first use."""
+    receipt.validate()
+    for _ in range(3):
+        try:
+            return await run(db, partial(_post_unit, tenant_id, receipt, now, answer), optimistic=True)
+        except _BlankCard as blank:
+            async with db.write() as s:
+                await members.member_of_card(s, tenant_id, None, now, card_id=blank.card_id)
+        except AlreadyPosted as first:
+            return await _replay(db, tenant_id, first.transaction_id)
+        except Duplicate as dup:
+            if dup.table == "idempotency_records" and answer is not None:
+                replay = await stored_answer(db, api_key_id=answer.api_key_id, key=answer.key)
+                if replay is not None:
+                    raise AlreadyAnswered(replay) from None
+            if dup.table != "transactions":
+                raise
+            # The same receipt was booked at the same moment by another request: that one stands.
+    return await _replay(db, tenant_id, await _receipt_id(db, tenant_id, receipt))
+
+
+async def _receipt_id(db: Database, tenant_id: int, receipt: Receipt) -> int:
+    from loyalty.transactions import find_transaction
+
+    return (await find_transaction(db, tenant_id, receipt.outlet_id, receipt.external_id)).transaction_id
+
+
+async def _replay(db: Database, tenant_id: int, transaction_id: int) -> Posted:
+    from loyalty.transactions import get_transaction
+
+    first = await get_transaction(db, tenant_id, transaction_id)
+    member = await members.get_member(db, tenant_id, first.member_id)
+    return Posted(dataclasses.replace(first, replayed=True), member)
+
+
+async def post_transaction(
+    db: Database,
+    tenant_id: int,
+    *,
+    outlet_id: int,
+    external_id: str,
+    occurred_at: datetime,
+    items: Sequence[rules.Item],
+    now: datetime,
+    member_id: int | None = None,
+    card_number: str | None = None,
+    card_id: int | None = None,
+    channel: str = "till",
+) -> Posting:
+    """Post a purchase for a member named by id, card number or card id: :func:`post` for callers
+    that want only the posting."""
+    if card_number is not None:
+        card_number = members.card_number(card_number)
+    receipt = Receipt(
+        outlet_id, external_id, occurred_at, tuple(items), member_id, card_id, card_number, channel
+    )
+    return (await post(db, tenant_id, receipt, now=now)).posting
+
+
+# --- a batch ---------------------------------------------------------------------------------------------
+
+_MEMBERS = (
+    "SELECT id, tier, available, pending, debt, visits, last_visit_at, enrolled_at, tags FROM members"
+    " WHERE tenant_id = $1 AND id {ids} ORDER BY id FOR UPDATE"
+)
+_BATCH_STAMPS = "SELECT member_id, card, stamps FROM stamp_cards WHERE tenant_id = $1 AND member_id {ids}"
+_BATCH_USES = "SELECT member_id, rule_id, uses FROM rule_uses WHERE tenant_id = $1 AND member_id {ids}"
+_BATCH_DAY_USES = (
+    "SELECT member_id, rule_id, day, uses FROM rule_day_uses"
+    " WHERE tenant_id = $1 AND member_id {ids} AND day >= $3"
+)
+_BATCH_WINDOW = (
+    "SELECT member_id, occurred_at, points - points_refunded, amount - amount_refunded,"
+    " CASE WHEN amount_refunded < amount OR amount = 0 THEN 1 ELSE 0 END"
+    " FROM transactions WHERE tenant_id = $1 AND member_id {ids} AND occurred_at > $3"
+)
+_UTC = ZoneInfo("UTC")
+#: Voucher ids taken at a time while a batch is replayed.
+VOUCHER_ID_BLOCK = 64
+
+
+async def _contexts(
+    unit: Unit, tenant_id: int, member_ids: Sequence[int], since: datetime, first_day: date
+) -> dict[int, MemberContext]:
+    """The contexts of a batch's members, read (and locked) at once, with their tier-window history."""
+    ids = unit.any_of("$2")
+    listed = unit.listed(sorted(member_ids))
+    out: dict[int, MemberContext] = {}
+    for r in await unit.fetch(_MEMBERS.format(ids=ids), tenant_id, listed):
+        out[r[0]] = MemberContext(
+            Holder(r[0], r[2], r[3], r[4]),
+            r[1],
+            r[5],
+            unit.instant(r[6]),
+            unit.instant(r[7]) or since,
+            tuple(unit.json(r[8]) or ()),
+            {},
+            {},
+            {},
+            window=[],
+        )
+    for member_id, card, n in await unit.fetch(_BATCH_STAMPS.format(ids=ids), tenant_id, listed):
+        out[member_id].stamps[card] = n
+    for member_id, rule, n in await unit.fetch(_BATCH_USES.format(ids=ids), tenant_id, listed):
+        out[member_id].uses[rule] = n
+    for member_id, rule, day, n in await unit.fetch(
+        _BATCH_DAY_USES.format(ids=ids), tenant_id, listed, first_day
+    ):
+        out[member_id].day_uses[(day if isinstance(day, date) else date.fromisoformat(day), rule)] = n
+    for member_id, at, points, spend, visit in await unit.fetch(
+        _BATCH_WINDOW.format(ids=ids), tenant_id, listed, since
+    ):
+        window = out[member_id].window
+        assert window is not None
+        window.append((unit.instant(at) or since, points, spend, visit))
+    for ctx in out.values():
+        if ctx.holder.debt > 0:
+            ctx.lots = await reads.available_lots(unit, tenant_id, ctx.holder.id)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPurchase:
+    """One purchase of a batch: the receipt (its member resolved), its posting clock and its line."""
+
+    line: int
+    receipt: Receipt
+    now: datetime
+
+
+class Rejected(Exception):
+    """A purchase of a batch cannot be booked: the whole batch is rolled back."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+async def book_batch(
+    unit: Unit,
+    booking: Booking,
+    purchases: Sequence[BatchPurchase],
+    *,
+    new_members: Mapping[int, MemberContext] | None = None,
+) -> list[Posting]:
+    """Replay ``purchases`` in order in memory, one member state after the other, into ``booking``.
+
+    The members are read once (and locked); ``new_members`` are members the same booking creates.
+    A purchase that cannot be booked raises :class:`Rejected` with its line.
+    """
+    if not purchases:
+        return []
+    tenant_id = booking.tenant_id
+    versions = await programs.published(unit, tenant_id)
+    earliest = min(p.now for p in purchases)
+    window_months = 0
+    for v in versions:
+        policy = (await programs.program_of(unit, v)).document.tiers
+        if policy is not None:
+            window_months = max(window_months, policy.window_months)
+    # Two days of margin for time zones: every posting filters its own window from these rows.
+    since = window_start(earliest, window_months, _UTC) - timedelta(days=2)
+    first_day = min(p.receipt.occurred_at for p in purchases).date() - timedelta(days=1)
+    known = [
+        m for m in {p.receipt.member_id for p in purchases} if m is not None and m not in (new_members or {})
+    ]
+    contexts = await _contexts(unit, tenant_id, known, since, first_day)
+    contexts.update(new_members or {})
+    tx_ids = await unit.next_ids("transactions", len(purchases))
+    lot_ids = await unit.next_ids("point_lots", len(purchases))
+    spare_vouchers: list[int] = []
+    budgets: dict[int, dict[str, int]] = {}
+    counters = _Counters()
+    postings: list[Posting] = []
+    for i, p in enumerate(purchases):
+        receipt = p.receipt
+        try:
+            version = programs.published_at(versions, receipt.occurred_at)
+            program = await programs.program_of(unit, version)
+            outlet = await _outlet(unit, tenant_id, receipt.outlet_id)
+        except NotFound as exc:
+            raise Rejected(p.line, str(exc)) from None
+        ctx = contexts.get(receipt.member_id or 0)
+        if ctx is None:
+            raise Rejected(p.line, f"member {receipt.member_id} not found")
+        if program.document.tiers is None:
+            ctx.window = None
+        if any(r.budget is not None for r in program.rules) and version.program_id not in budgets:
+            budgets[version.program_id] = await _budgets(unit, tenant_id, version.program_id)
+        spent = budgets.get(version.program_id, {})
+        try:
+            priced = evaluate(ctx, receipt, version=version, program=program, outlet=outlet, budgets=spent)
+        except rules.EvaluationError as exc:
+            raise Rejected(p.line, str(exc)) from None
+        if len(spare_vouchers) < priced.vouchers:
+            spare_vouchers += await unit.next_ids("vouchers", max(VOUCHER_ID_BLOCK, priced.vouchers))
+        voucher_ids, spare_vouchers = spare_vouchers[: priced.vouchers], spare_vouchers[priced.vouchers :]
+        postings.append(
+            book(
+                booking,
+                counters,
+                ctx,
+                priced,
+                now=p.now,
+                transaction_id=tx_ids[i],
+                lot_id=lot_ids[i],
+                voucher_ids=voucher_ids,
+                budgets=spent,
+            )
+        )
+    counters.flush(booking, tenant_id, max(p.now for p in purchases))
+    return postings

@@ -1,0 +1,189 @@
+"""Write bugs of the old posting path, each pinned by the behaviour it broke (both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from loyalty import balances, jobs, members, redemptions, transactions
+from loyalty.db import Database
+
+from .conftest import NOW, PROGRAM, World, basket, make_world
+from .helpers import post
+from .invariants import assert_books_balance
+
+# Earned on 2025-03-10 with expire_after_months 2: expires at the end of May 2025 (Berlin time).
+END_OF_MAY = datetime(2025, 5, 31, 22, 0, tzinfo=UTC)
+
+DAILY = (
+    PROGRAM
+    + """\
+  - id: first-of-the-day
+    earn: {points: 50}
+    limit: {per_day: 1}
+"""
+)
+
+
+async def _post(world: World, receipt: str, member: int, *, at: datetime, now: datetime, cents: int = 100):
+    return await transactions.post_transaction(
+        world.db,
+        world.tenant_id,
+        outlet_id=world.outlet_id,
+        external_id=receipt,
+        occurred_at=at,
+        items=basket(("ITEM", cents, 1)),
+        member_id=member,
+        now=now,
+    )
+
+
+async def test_a_late_receipt_counts_against_its_own_day_limit(db: Database) -> None:
+    """A per-day limit holds on each day, also when a till posts an earlier day's receipt late."""
+    world = await make_world(db, DAILY)
+    member = (await members.create_member(db, world.tenant_id, now=NOW)).id
+    day2 = NOW + timedelta(days=1)
+    first = await _post(world, "day2-a", member, at=day2, now=day2)
+    late = await _post(world, "day1-late", member, at=NOW, now=day2 + timedelta(hours=1))
+    again = await _post(world, "day2-b", member, at=day2 + timedelta(hours=2), now=day2 + timedelta(hours=2))
+    assert [first.points, late.points, again.points] == [51, 51, 1], "one bonus per day, on each day"
+
+
+async def test_refunding_points_that_expired_unspent_leaves_no_debt(world: World) -> None:
+    """Points that expired unspent were never spent: returning their purchase creates no debt."""
+    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    posting = await post(world, "p", 10_000, member)
+    await jobs.release_pending(world.db, world.tenant_id, now=NOW + timedelta(days=15))
+    expired = await jobs.expire_lots(world.db, world.tenant_id, now=END_OF_MAY)
+    assert expired.points == 100
+    done = await transactions.refund(world.db, world.tenant_id, posting.transaction_id, now=END_OF_MAY)
+    assert (done.points, done.debt) == (100, 0)
+    view = await balances.balance(world.db, world.tenant_id, member, now=END_OF_MAY)
+    assert (view.available, view.pending, view.debt) == (0, 0, 0)
+    await assert_books_balance(world.db, world.tenant_id)
+
+
+async def test_a_partly_spent_lot_that_expired_owes_only_what_was_spent(world: World) -> None:
+    """Of a returned purchase's points, only the spent part becomes debt; the expired part does not."""
+    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    posting = await post(world, "p", 40_000, member)  # 400 points
+    await jobs.release_pending(world.db, world.tenant_id, now=NOW + timedelta(days=15))
+    await redemptions.redeem(world.db, world.tenant_id, member, "COFFEE", now=NOW + timedelta(days=15))
+    await jobs.expire_lots(world.db, world.tenant_id, now=END_OF_MAY)  # the other 100 expire
+    done = await transactions.refund(world.db, world.tenant_id, posting.transaction_id, now=END_OF_MAY)
+    assert (done.points, done.debt) == (400, 300)
+    await assert_books_balance(world.db, world.tenant_id)
+
+
+async def _stamps(db: Database, tenant_id: int, member: int) -> tuple[int, list[str]]:
+    async with db.read() as s:
+        stamps = (
+            await s.execute(
+                text("SELECT stamps FROM stamp_cards WHERE tenant_id = :t AND member_id = :m"),
+                {"t": tenant_id, "m": member},
+            )
+        ).scalar()
+        vouchers = (
+            await s.execute(
+                text("SELECT status FROM vouchers WHERE tenant_id = :t AND member_id = :m ORDER BY id"),
+                {"t": tenant_id, "m": member},
+            )
+        ).scalars()
+        return int(stamps or 0), list(vouchers)
+
+
+async def test_a_refund_takes_back_the_stamps_and_an_unused_voucher(world: World) -> None:
+    """Returning washes takes their stamps off the card; a voucher they completed, still unused, goes."""
+    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    posting = await transactions.post_transaction(
+        world.db,
+        world.tenant_id,
+        outlet_id=world.outlet_id,
+        external_id="washes",
+        occurred_at=NOW,
+        items=basket(("WASH", 500, 6)),
+        member_id=member,
+        now=NOW,
+    )
+    assert len(posting.voucher_ids) == 1
+    assert await _stamps(world.db, world.tenant_id, member) == (1, ["issued"])
+    await transactions.refund(world.db, world.tenant_id, posting.transaction_id, lines={0: 1}, now=NOW)
+    assert await _stamps(world.db, world.tenant_id, member) == (0, ["issued"])
+    await transactions.refund(world.db, world.tenant_id, posting.transaction_id, lines={0: 2}, now=NOW)
+    assert await _stamps(world.db, world.tenant_id, member) == (3, ["revoked"])
+
+
+async def test_a_used_voucher_stays_used_and_stamps_never_go_below_zero(world: World) -> None:
+    """A free wash already taken stays taken when its washes come back; the card stops at zero."""
+    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    posting = await transactions.post_transaction(
+        world.db,
+        world.tenant_id,
+        outlet_id=world.outlet_id,
+        external_id="washes",
+        occurred_at=NOW,
+        items=basket(("WASH", 500, 5)),
+        member_id=member,
+        now=NOW,
+    )
+    await redemptions.use_voucher(world.db, world.tenant_id, member, posting.voucher_ids[0], now=NOW)
+    await transactions.refund(world.db, world.tenant_id, posting.transaction_id, lines={0: 2}, now=NOW)
+    assert await _stamps(world.db, world.tenant_id, member) == (0, ["used"])
+
+
+async def test_a_lot_still_pending_at_its_expiry_date_expires_then(db: Database) -> None:
+    """A lot whose return window outlasts its expiry date expires on that date, out of pending."""
+    slow = PROGRAM.replace(
+        "expire_after_months: 2, pending_days: 14", "expire_after_months: 1, pending_days: 90"
+    )
+    world = await make_world(db, slow)
+    member = (await members.create_member(db, world.tenant_id, now=NOW)).id
+    await post(world, "p", 10_000, member)
+    end_of_april = datetime(2025, 4, 30, 22, 0, tzinfo=UTC)
+    done = await jobs.expire_lots(db, world.tenant_id, now=end_of_april)
+    assert (done.lots, done.points) == (1, 100)
+    view = await balances.balance(db, world.tenant_id, member, now=end_of_april)
+    assert (view.available, view.pending) == (0, 0)
+    released = await jobs.release_pending(db, world.tenant_id, now=NOW + timedelta(days=91))
+    assert released.lots == 0, "an expired lot is not released afterwards"
+    await assert_books_balance(db, world.tenant_id)
+
+
+async def test_the_tier_job_never_undoes_an_upgrade_that_lands_while_it_runs(db: Database) -> None:
+    """A purchase that upgrades a member while the tier job waits for the member's row is kept."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: the job and a purchase cannot interleave")
+    world = await make_world(db)
+    member = (await members.create_member(db, world.tenant_id, now=NOW)).id
+    # No tier yet: the job sees the member as one to set (to bronze) when it starts.
+    async with db.driver_connection() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        # A purchase in flight: it holds the member's row while it books 1,500 points and the upgrade.
+        await conn.execute("SELECT id FROM members WHERE id = $1 FOR UPDATE", member)
+        job = asyncio.create_task(jobs.evaluate_tiers(db, world.tenant_id, now=NOW + timedelta(minutes=1)))
+        for _ in range(500):  # until the job waits for the row (pg_locks is live, unlike pg_stat_activity)
+            waiting = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the tier job never waited for the member's row"
+        await conn.execute(
+            "INSERT INTO transactions (tenant_id, member_id, outlet_id, external_id, channel, occurred_at,"
+            " posted_at, program_version_id, amount, points, amount_refunded, points_refunded, evaluation)"
+            " VALUES ($1, $2, $3, 'upgrade', 'till', $4, $4, $5, 150000, 1500, 0, 0, '{}')",
+            world.tenant_id,
+            member,
+            world.outlet_id,
+            NOW,
+            world.version_id,
+        )
+        await conn.execute(
+            "UPDATE members SET tier = 'silver', revision = revision + 1 WHERE id = $1", member
+        )
+        await tx.commit()
+    await job
+    assert (await members.get_member(db, world.tenant_id, member)).tier == "silver"
