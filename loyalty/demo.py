@@ -45,6 +45,7 @@ from loyalty.cards.sheet import SheetCard, render_sheet
 from loyalty.cards.tokens import sign_token
 from loyalty.db import Database, upgrade_async
 from loyalty.errors import LoyaltyError
+from loyalty.ledger import audit as ledger_audit
 from loyalty.models import Card, Member
 from loyalty.secrets import init_secrets, load_secrets
 
@@ -92,7 +93,7 @@ PRODUCTS = {
 class DemoConfig:
     directory: Path = Path("var")
     members: int = 2_000
-    transactions: int = 40_000
+    transactions: int = 50_000
     seed: int = 20_240_601
     port: int = 8000
 
@@ -157,6 +158,15 @@ async def run(
         out.print(
             f"Liability: [bold]{liability.net:,}[/] points owed to {liability.members:,} members "
             f"({liability.available:,} available + {liability.pending:,} pending − {liability.debt:,} debt)"
+        )
+        checked = await ledger_audit.audit(db, world.tenant_id)
+        if not checked.ok:
+            problems = "; ".join(f"{f.check}: {f.examples[0]}" for f in checked.findings)
+            raise LoyaltyError(f"the demo's books do not audit: {problems}")
+        out.print(
+            f"Audit: every entry set balances, {checked.members:,} members' balances equal their entries "
+            f"and lots, {checked.lots:,} lots add up, {checked.purchases:,} purchases re-evaluated to the "
+            "same points"
         )
         keys = {}
         for role in ("admin", "marketer", "cashier"):
