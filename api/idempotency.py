@@ -84,9 +84,11 @@ async def idempotent(
         if 400 <= refusal.status_code < 500 and not isinstance(exc, _ABOUT_THE_KEY):
             await access.record_answer(db, answer, refusal.status_code, encode_json(refusal.content).decode())
         return refusal
-    if not answer.recorded:  # e.g. a receipt booked before: the answer is a read, stored now
-        await access.record_answer(db, answer, status_code, answer.render(result)[1])
-    return Response(encode_json(render(result)), status_code=status_code, media_type="application/json")
+    recorded = answer.recorded
+    if recorded is None:  # e.g. a receipt booked before: the answer is a read, stored now
+        recorded = answer.render(result)
+        await access.record_answer(db, answer, *recorded)
+    return Response(recorded[1].encode(), status_code=recorded[0], media_type="application/json")
 
 
 async def claimed(

@@ -246,16 +246,15 @@ class Answer:
     fingerprint: str
     now: datetime
     render: Callable[[Any], tuple[int, str]]
-    #: Set once the operation put the record in its booking.
-    recorded: bool = field(default=False)
+    #: The answer rendered for the record (status code, body), once the operation put it in its booking.
+    recorded: tuple[int, str] | None = field(default=None)
 
     def __post_init__(self) -> None:
         _check_key(self.key)
 
     def row(self, result: Any) -> dict[str, Any]:
         """The idempotency record holding the answer to ``result``."""
-        status_code, body = self.render(result)
-        self.recorded = True
+        status_code, body = self.recorded = self.render(result)
         return {
             "tenant_id": self.tenant_id,
             "api_key_id": self.api_key_id,

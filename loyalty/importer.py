@@ -396,7 +396,17 @@ async def _context(db: Database, tenant_id: int) -> _Context:
     return _Context(tenant_id, prefix, outlets, LRUCache(maxsize=CARD_CACHE))
 
 
-_BOOKED = "SELECT outlet_id, external_id FROM transactions WHERE tenant_id = $1 AND external_id {ids}"
+#: Receipts of a batch already booked: looked up by the whole unique key (tenant, outlet, external id),
+#: so the index answers it (by external id alone it scanned the tenant's transactions every batch).
+_BOOKED = {
+    "postgresql": "SELECT t.outlet_id, t.external_id FROM transactions t"
+    " JOIN unnest($2::bigint[], $3::text[]) AS k(outlet_id, external_id)"
+    " ON t.tenant_id = $1 AND t.outlet_id = k.outlet_id AND t.external_id = k.external_id",
+    # CROSS JOIN: SQLite's way of saying "the keys first, then the index", else it scans transactions.
+    "sqlite": "SELECT t.outlet_id, t.external_id FROM json_each($2) AS k"
+    " CROSS JOIN transactions t ON t.tenant_id = $1 AND t.outlet_id = json_extract(k.value, '$[0]')"
+    " AND t.external_id = json_extract(k.value, '$[1]')",
+}
 _CARDS = "SELECT number, id, state, member_id FROM cards WHERE tenant_id = $1 AND number {ids}"
 
 
@@ -416,14 +426,12 @@ async def _batch_unit(ctx: _Context, batch: list[Purchase], channel: str, unit: 
     booked skipped, then every purchase replayed in order and written as one booking."""
     tenant_id = ctx.tenant_id
     out = _Batch()
-    booked = {
-        (o, e)
-        for o, e in await unit.fetch(
-            _BOOKED.format(ids=unit.any_of("$2", "text")),
-            tenant_id,
-            unit.listed(sorted({p.external_id for p in batch})),
-        )
-    }
+    keys = sorted({(ctx.outlets[p.outlet], p.external_id) for p in batch if p.outlet in ctx.outlets})
+    if unit.dialect == "postgresql":
+        found = await unit.fetch(_BOOKED[unit.dialect], tenant_id, [k[0] for k in keys], [k[1] for k in keys])
+    else:
+        found = await unit.fetch(_BOOKED[unit.dialect], tenant_id, json.dumps(keys))
+    booked = {(o, e) for o, e in found}
     unknown = sorted({p.card for p in batch if p.card not in ctx.cards})
     cards = {
         r[0]: (r[1], r[2], r[3])

@@ -20,14 +20,17 @@ and the evaluation with its explanation and its inputs (the member as the engine
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from cachetools import TTLCache
 
 import rules
 from loyalty import members, programs, tiers
@@ -136,6 +139,8 @@ class MemberContext:
     #: (occurred_at, points, spend, visit) of the member's purchases that may count for the tier window
     #: (only kept by batches); a single posting reads the window's figure directly.
     window: list[tuple[datetime, int, int, int]] | None = None
+    #: Sum of ``window`` (every row counted): an upper bound of the window's figure.
+    window_total: int = 0
     qualifying: int = 0
     #: The member's available lots, loaded when they owe points (debt is paid from them first).
     lots: list[Lot] = field(default_factory=list)
@@ -144,27 +149,11 @@ class MemberContext:
 # --- program versions and outlets (cached per process: both change rarely) --------------------------------
 
 
-class _OutletCache:
-    """What rules see of an outlet (code, partner, tags), remembered per process: it is read on every
-    posting and changes rarely. An edit reaches postings within ``OUTLET_CACHE_SECONDS``."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._entries: dict[tuple[int, int], tuple[float, rules.Outlet]] = {}
-
-    def get(self, key: tuple[int, int]) -> rules.Outlet | None:
-        hit = self._entries.get(key)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
-
-    def put(self, key: tuple[int, int], outlet: rules.Outlet) -> rules.Outlet:
-        if len(self._entries) > 100_000:  # bounded: forget everything rather than grow without end
-            self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.ttl, outlet)
-        return outlet
-
-
+#: What rules see of an outlet (code, partner, tags) is read on every posting and changes rarely: it
+#: is remembered per process, and an edit reaches postings within ``OUTLET_CACHE_SECONDS``.
 OUTLET_CACHE_SECONDS = 60.0
-_outlets = _OutletCache(OUTLET_CACHE_SECONDS)
+_outlets: TTLCache[tuple[str, int, int], rules.Outlet] = TTLCache(maxsize=100_000, ttl=OUTLET_CACHE_SECONDS)
+_outlets_lock = threading.Lock()
 
 _OUTLET = (
     "SELECT o.code, p.code, o.tags FROM outlets o JOIN partners p ON p.id = o.partner_id"
@@ -173,14 +162,16 @@ _OUTLET = (
 
 
 async def _outlet(unit: Unit, tenant_id: int, outlet_id: int) -> rules.Outlet:
-    outlet = _outlets.get((tenant_id, outlet_id))
+    key = (unit.scope, tenant_id, outlet_id)
+    with _outlets_lock:
+        outlet = _outlets.get(key)
     if outlet is None:
         row = await unit.fetchrow(_OUTLET, tenant_id, outlet_id)
         if row is None:
             raise NotFound(f"outlet {outlet_id} not found")
-        outlet = _outlets.put(
-            (tenant_id, outlet_id), rules.Outlet(id=row[0], partner=row[1], tags=tuple(unit.json(row[2])))
-        )
+        outlet = rules.Outlet(id=row[0], partner=row[1], tags=tuple(unit.json(row[2])))
+        with _outlets_lock:
+            _outlets[key] = outlet
     return outlet
 
 
@@ -212,9 +203,11 @@ def evaluate(
     program: rules.CheckedProgram,
     outlet: rules.Outlet,
     budgets: Mapping[str, int],
+    explain: bool = True,
 ) -> Priced:
-    """The rules engine on the receipt and the member as ``ctx`` holds them, with the explanation and
-    the inputs recorded (the version and the inputs recompute the result exactly)."""
+    """The rules engine on the receipt and the member as ``ctx`` holds them. What is stored is the
+    result with its inputs (the member and outlet as the engine saw them): with the version, they
+    recompute the result and its explanation exactly, so the explanation itself is not stored."""
     day = local_day(receipt.occurred_at, program.zone)
     limited = tuple(r.id for r in program.rules if r.limited)
     member = rules.Member(
@@ -230,9 +223,9 @@ def evaluate(
     )
     tx = rules.Transaction(time=receipt.occurred_at, items=receipt.items, channel=receipt.channel)
     result = rules.evaluate(
-        program, tx, member, outlet, now=receipt.occurred_at, explain=True, budgets=budgets
+        program, tx, member, outlet, now=receipt.occurred_at, explain=explain, budgets=budgets
     )
-    evaluation = result.as_dict()
+    evaluation = result.as_dict(explanation=False)
     evaluation["inputs"] = _inputs(member, outlet, receipt.channel, budgets)
     return Priced(receipt, version, program, result, evaluation, day, limited)
 
@@ -255,6 +248,22 @@ def _inputs(
         "channel": channel,
         "budgets": dict(budgets),
     }
+
+
+def explain_stored(
+    program: rules.CheckedProgram,
+    evaluation: Mapping[str, Any],
+    occurred_at: datetime,
+    items: Sequence[rules.Item],
+) -> list[dict[str, Any]]:
+    """The explanation of a stored purchase, evaluated again with its version and recorded inputs."""
+    inputs = recorded_inputs(evaluation)
+    if inputs is None:
+        return list(evaluation.get("explanation", []))
+    member, outlet, channel, budgets = inputs
+    tx = rules.Transaction(time=occurred_at, items=tuple(items), channel=channel)
+    result = rules.evaluate(program, tx, member, outlet, now=occurred_at, explain=True, budgets=budgets)
+    return result.explanation_dicts()
 
 
 def recorded_inputs(
@@ -333,6 +342,7 @@ def book(
     lot_id: int,
     voucher_ids: Sequence[int],
     budgets: dict[str, int],
+    shown: dict[str, Any] | None = None,
 ) -> Posting:
     """Book one evaluated purchase and bring ``ctx`` up to date (a batch prices the member's next
     purchase against it): the transaction and its lines, the lot, the visit and tier, stamps and
@@ -435,7 +445,7 @@ def book(
         pending_until,
         expires_at,
         issued,
-        priced.evaluation,
+        shown or priced.evaluation,
     )
 
 
@@ -458,20 +468,28 @@ def _upgrade(
     policy = program.document.tiers
     if not ladder or policy is None:
         return None
-    since = window_start(now, policy.window_months, program.zone)
+    current = tiers.known_tier(program, ctx.tier)
+    names = [lv.name for lv in ladder]
     if ctx.window is not None:
         ctx.window.append((occurred_at, points, amount, 1))
+        ctx.window_total += _qualifying_add(policy.qualify_on, points, amount)
+    if current == names[-1]:
+        return None
+    if ctx.window is not None:
+        # The member's whole history in memory bounds the window's figure: below the next level's
+        # threshold no upgrade is possible, and the window need not be summed (most purchases).
+        following = ladder[names.index(current) + 1] if current is not None else ladder[0]
+        if ctx.window_total < following.threshold:
+            return None
+        since = window_start(now, policy.window_months, program.zone)
         value = sum(
             _qualifying_add(policy.qualify_on, p, a, v) for at, p, a, v in ctx.window if since < at <= now
         )
     else:
+        since = window_start(now, policy.window_months, program.zone)
         value = ctx.qualifying + (
             _qualifying_add(policy.qualify_on, points, amount) if since < occurred_at <= now else 0
         )
-    current = tiers.known_tier(program, ctx.tier)
-    names = [lv.name for lv in ladder]
-    if current == names[-1]:
-        return None
     target = tiers.level_for(program, value)
     if current is not None and names.index(target.name) <= names.index(current):
         return None
@@ -549,17 +567,6 @@ def member_after(ctx: MemberContext) -> MemberView:
 # --- step 1: load the member's context (one statement on PostgreSQL) ------------------------------------
 
 
-class _Params:
-    """Numbered parameters for a statement built in pieces."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def __call__(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${len(self.values)}"
-
-
 def _agg(dialect: str, columns: str) -> str:
     if dialect == "postgresql":
         return f"json_agg(json_build_array({columns}))"
@@ -584,6 +591,79 @@ class _Loaded:
     ids: tuple[int | None, int | None]
 
 
+@functools.cache
+def _context_sql(
+    dialect: str, by: str, qualify_on: str | None, stamped: bool, limited: bool, answered: bool
+) -> tuple[str, tuple[str, ...]]:
+    """The statement a posting reads its context with, for one shape of program and receipt, and the
+    names of its parameters in order (built once per shape: its text is the statement cache's key)."""
+    names: list[str] = []
+
+    def p(name: str) -> str:
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    tenant = p("tenant")
+    columns = [
+        "c.id", "c.state", "m.id", "m.tier", "m.available", "m.pending", "m.debt", "m.visits",
+        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision",
+        f"(SELECT v.id FROM program_versions v WHERE v.tenant_id = {tenant} AND v.status = 'published'"
+        f" AND v.valid_from <= {p('occurred_at')} ORDER BY v.valid_from DESC LIMIT 1)",
+        "t.id",
+    ]  # fmt: skip
+    columns.append(
+        f"(SELECT COALESCE(SUM({_MEASURE[qualify_on]}), 0) FROM transactions q"
+        f" WHERE q.tenant_id = {tenant} AND q.member_id = m.id"
+        f" AND q.occurred_at > {p('since')} AND q.occurred_at <= {p('now')})"
+        if qualify_on is not None
+        else "0"
+    )
+    columns.append(
+        f"(SELECT {_agg(dialect, 's.card, s.stamps')} FROM stamp_cards s"
+        f" WHERE s.tenant_id = {tenant} AND s.member_id = m.id)"
+        if stamped
+        else "NULL"
+    )
+    if limited:
+        columns.append(
+            f"(SELECT {_agg(dialect, 'u.rule_id, u.uses')} FROM rule_uses u"
+            f" WHERE u.tenant_id = {tenant} AND u.member_id = m.id)"
+        )
+        columns.append(
+            f"(SELECT {_agg(dialect, 'd.rule_id, d.uses')} FROM rule_day_uses d"
+            f" WHERE d.tenant_id = {tenant} AND d.member_id = m.id AND d.day = {p('day')})"
+        )
+    else:
+        columns += ["NULL", "NULL"]
+    columns += ["i.request_hash", "i.status_code", "i.response", "i.created_at", "i.expires_at"]
+    # Fresh ids for the transaction and its lot (SQLite: the writer lock is held, nobody else inserts).
+    columns += (
+        ["nextval('transactions_id_seq')", "nextval('point_lots_id_seq')"]
+        if dialect == "postgresql"
+        else [
+            "(SELECT COALESCE(MAX(id), 0) + 1 FROM transactions)",
+            "(SELECT COALESCE(MAX(id), 0) + 1 FROM point_lots)",
+        ]
+    )
+    if by == "member":
+        columns[:2] = ["NULL", "'active'"]
+        source = "members m"
+        where = f"m.tenant_id = {tenant} AND m.id = {p('member')}"
+    else:
+        source = "cards c LEFT JOIN members m ON m.tenant_id = c.tenant_id AND m.id = c.member_id"
+        where = f"c.tenant_id = {tenant} AND c.{'id' if by == 'card_id' else 'number'} = {p('card')}"
+    key = f"i.api_key_id = {p('api_key')} AND i.key = {p('key')}" if answered else "false"
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {source}"
+        f" LEFT JOIN transactions t ON t.tenant_id = {tenant} AND t.outlet_id = {p('outlet')}"
+        f" AND t.external_id = {p('external_id')}"
+        f" LEFT JOIN idempotency_records i ON {key}"
+        f" WHERE {where}"
+    )
+    return sql, tuple(names)
+
+
 async def _load(
     unit: Unit,
     tenant_id: int,
@@ -597,73 +677,32 @@ async def _load(
     """Everything a posting reads, in one statement: the card and its member, the version valid at
     ``occurred_at``, an earlier booking of the receipt, the stamps, rule uses and the tier window's
     figure, the idempotency record, and (PostgreSQL) fresh ids. None: no such card or member."""
-    p = _Params()
-    tenant = p(tenant_id)
-    pg = unit.dialect == "postgresql"
     policy = program.document.tiers
-    limited = any(r.limited for r in program.rules)
-    stamped = any(r.kind == "stamp" for r in program.rules)
-    member_of = "m.id"
-    columns = [
-        "c.id", "c.state", "m.id", "m.tier", "m.available", "m.pending", "m.debt", "m.visits",
-        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision",
-        f"(SELECT v.id FROM program_versions v WHERE v.tenant_id = {tenant} AND v.status = 'published'"
-        f" AND v.valid_from <= {p(receipt.occurred_at)} ORDER BY v.valid_from DESC LIMIT 1)",
-        "t.id",
-    ]  # fmt: skip
-    if policy is not None:
-        since = window_start(now, policy.window_months, program.zone)
-        columns.append(
-            f"(SELECT COALESCE(SUM({_MEASURE[policy.qualify_on]}), 0) FROM transactions q"
-            f" WHERE q.tenant_id = {tenant} AND q.member_id = {member_of}"
-            f" AND q.occurred_at > {p(since)} AND q.occurred_at <= {p(now)})"
-        )
-    else:
-        columns.append("0")
-    columns.append(
-        f"(SELECT {_agg(unit.dialect, 's.card, s.stamps')} FROM stamp_cards s"
-        f" WHERE s.tenant_id = {tenant} AND s.member_id = {member_of})"
-        if stamped
-        else "NULL"
+    member_id = member_id or receipt.member_id
+    by = "member" if member_id is not None else "card_id" if receipt.card_id is not None else "card_number"
+    compiled = rules.compile_program(program)
+    sql, names = _context_sql(
+        unit.dialect,
+        by,
+        policy.qualify_on if policy is not None else None,
+        bool(compiled.cards),
+        any(r.limited for r in program.rules),
+        answer is not None,
     )
-    if limited:
-        columns.append(
-            f"(SELECT {_agg(unit.dialect, 'u.rule_id, u.uses')} FROM rule_uses u"
-            f" WHERE u.tenant_id = {tenant} AND u.member_id = {member_of})"
-        )
-        columns.append(
-            f"(SELECT {_agg(unit.dialect, 'd.rule_id, d.uses')} FROM rule_day_uses d"
-            f" WHERE d.tenant_id = {tenant} AND d.member_id = {member_of}"
-            f" AND d.day = {p(local_day(receipt.occurred_at, program.zone))})"
-        )
-    else:
-        columns += ["NULL", "NULL"]
-    columns += ["i.request_hash", "i.status_code", "i.response", "i.created_at", "i.expires_at"]
-    columns += ["nextval('transactions_id_seq')", "nextval('point_lots_id_seq')"] if pg else ["NULL", "NULL"]
-    if member_id is not None or receipt.member_id is not None:
-        member = p(member_id or receipt.member_id)
-        source = f"members m LEFT JOIN cards c ON false WHERE m.tenant_id = {tenant} AND m.id = {member}"
-    else:
-        by = (
-            f"c.id = {p(receipt.card_id)}"
-            if receipt.card_id is not None
-            else f"c.number = {p(receipt.card_number)}"
-        )
-        source = (
-            "cards c LEFT JOIN members m ON m.tenant_id = c.tenant_id AND m.id = c.member_id"
-            f" WHERE c.tenant_id = {tenant} AND {by}"
-        )
-    outlet, external_id = p(receipt.outlet_id), p(receipt.external_id)
-    key_id, key = (p(answer.api_key_id), p(answer.key)) if answer is not None else ("NULL", "NULL")
-    head, _, where = source.partition(" WHERE ")
-    sql = (
-        f"SELECT {', '.join(columns)} FROM {head}"
-        f" LEFT JOIN transactions t ON t.tenant_id = {tenant} AND t.outlet_id = {outlet}"
-        f" AND t.external_id = {external_id}"
-        f" LEFT JOIN idempotency_records i ON i.api_key_id = {key_id} AND i.key = {key}"
-        f" WHERE {where}"
-    )
-    row = await unit.fetchrow(sql, *p.values)
+    values = {
+        "tenant": tenant_id,
+        "occurred_at": receipt.occurred_at,
+        "since": window_start(now, policy.window_months, program.zone) if policy is not None else None,
+        "now": now,
+        "day": local_day(receipt.occurred_at, program.zone),
+        "member": member_id,
+        "card": receipt.card_id if receipt.card_id is not None else receipt.card_number,
+        "outlet": receipt.outlet_id,
+        "external_id": receipt.external_id,
+        "api_key": answer.api_key_id if answer is not None else None,
+        "key": answer.key if answer is not None else None,
+    }
+    row = await unit.fetchrow(sql, *(values[n] for n in names))
     if row is None:
         return None
     (card_id, card_state, m_id, tier, available, pending, debt, visits, last_visit, enrolled, tags, revision,
@@ -708,9 +747,9 @@ async def _budgets(unit: Unit, tenant_id: int, program_id: int) -> dict[str, int
 
 
 async def _post_unit(
-    tenant_id: int, receipt: Receipt, now: datetime, answer: Answer | None, unit: Unit
+    tenant_id: int, receipt: Receipt, now: datetime, answer: Answer | None, explain: bool, unit: Unit
 ) -> Posted:
-    cached = programs.published_cache(tenant_id)
+    cached = programs.published_cache(unit, tenant_id)
     versions, fresh = (
         (cached, False) if cached is not None else (await programs.published(unit, tenant_id), True)
     )
@@ -758,7 +797,9 @@ async def _post_unit(
         ctx.lots = await reads.available_lots(unit, tenant_id, ctx.holder.id)
     budgets = await _budgets(unit, tenant_id, version.program_id) if budgeted else {}
 
-    priced = evaluate(ctx, receipt, version=version, program=program, outlet=outlet, budgets=budgets)
+    priced = evaluate(
+        ctx, receipt, version=version, program=program, outlet=outlet, budgets=budgets, explain=explain
+    )
 
     tx_id, lot_id = loaded.ids
     if tx_id is None or lot_id is None:
@@ -776,6 +817,8 @@ async def _post_unit(
         lot_id=lot_id,
         voucher_ids=voucher_ids,
         budgets=dict(budgets),
+        # The till shows the explanation; it is not stored (the version and the inputs recompute it).
+        shown=priced.evaluation | {"explanation": priced.result.explanation_dicts()} if explain else None,
     )
     counters.flush(booking, tenant_id, now)
     posted = Posted(posting, member_after(ctx))
@@ -805,14 +848,23 @@ async def _lock_member(unit: Unit, tenant_id: int, receipt: Receipt) -> int | No
 
 
 async def post(
-    db: Database, tenant_id: int, receipt: Receipt, *, now: datetime, answer: Answer | None = None
+    db: Database,
+    tenant_id: int,
+    receipt: Receipt,
+    *,
+    now: datetime,
+    answer: Answer | None = None,
+    explain: bool = True,
 ) -> Posted:
     """Book a purchase from a till (see the module docstring). A receipt booked before returns its
-    first posting, marked ``replayed``; a blank card is bound to a new member on first use."""
+    first posting, marked ``replayed``; a blank card is bound to a new member on first use. The
+    posting's evaluation carries the rule-by-rule explanation unless ``explain`` is false."""
     receipt.validate()
     for _ in range(3):
         try:
-            return await run(db, partial(_post_unit, tenant_id, receipt, now, answer), optimistic=True)
+            return await run(
+                db, partial(_post_unit, tenant_id, receipt, now, answer, explain), optimistic=True
+            )
         except _BlankCard as blank:
             async with db.write() as s:
                 await members.member_of_card(s, tenant_id, None, now, card_id=blank.card_id)
@@ -890,9 +942,15 @@ VOUCHER_ID_BLOCK = 64
 
 
 async def _contexts(
-    unit: Unit, tenant_id: int, member_ids: Sequence[int], since: datetime, first_day: date
+    unit: Unit,
+    tenant_id: int,
+    member_ids: Sequence[int],
+    since: datetime,
+    first_day: date,
+    qualify_on: str | None,
 ) -> dict[int, MemberContext]:
-    """The contexts of a batch's members, read (and locked) at once, with their tier-window history."""
+    """The contexts of a batch's members, read (and locked) at once, with their tier-window history.
+    ``qualify_on`` is the measure of every version in play (None when they differ: no shortcut)."""
     ids = unit.any_of("$2")
     listed = unit.listed(sorted(member_ids))
     out: dict[int, MemberContext] = {}
@@ -923,6 +981,9 @@ async def _contexts(
         window = out[member_id].window
         assert window is not None
         window.append((unit.instant(at) or since, points, spend, visit))
+        out[member_id].window_total += (
+            {"points": points, "spend": spend}.get(qualify_on, visit) if qualify_on else 1 << 62
+        )
     for ctx in out.values():
         if ctx.holder.debt > 0:
             ctx.lots = await reads.available_lots(unit, tenant_id, ctx.holder.id)
@@ -965,17 +1026,20 @@ async def book_batch(
     versions = await programs.published(unit, tenant_id)
     earliest = min(p.now for p in purchases)
     window_months = 0
+    measures = set()
     for v in versions:
         policy = (await programs.program_of(unit, v)).document.tiers
         if policy is not None:
             window_months = max(window_months, policy.window_months)
+            measures.add(policy.qualify_on)
     # Two days of margin for time zones: every posting filters its own window from these rows.
     since = window_start(earliest, window_months, _UTC) - timedelta(days=2)
     first_day = min(p.receipt.occurred_at for p in purchases).date() - timedelta(days=1)
     known = [
         m for m in {p.receipt.member_id for p in purchases} if m is not None and m not in (new_members or {})
     ]
-    contexts = await _contexts(unit, tenant_id, known, since, first_day)
+    qualify_on = measures.pop() if len(measures) == 1 else None
+    contexts = await _contexts(unit, tenant_id, known, since, first_day, qualify_on)
     contexts.update(new_members or {})
     tx_ids = await unit.next_ids("transactions", len(purchases))
     lot_ids = await unit.next_ids("point_lots", len(purchases))
@@ -1000,7 +1064,9 @@ async def book_batch(
             budgets[version.program_id] = await _budgets(unit, tenant_id, version.program_id)
         spent = budgets.get(version.program_id, {})
         try:
-            priced = evaluate(ctx, receipt, version=version, program=program, outlet=outlet, budgets=spent)
+            priced = evaluate(
+                ctx, receipt, version=version, program=program, outlet=outlet, budgets=spent, explain=False
+            )
         except rules.EvaluationError as exc:
             raise Rejected(p.line, str(exc)) from None
         if len(spare_vouchers) < priced.vouchers:

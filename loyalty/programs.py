@@ -290,7 +290,7 @@ class Published:
 #: posting reads the version valid at its ``occurred_at`` in its own statement and compares, and any
 #: miss reads the list again.
 PUBLISHED_SECONDS = 60.0
-_published: TTLCache[int, list[Published]] = TTLCache(maxsize=10_000, ttl=PUBLISHED_SECONDS)
+_published: TTLCache[tuple[str, int], list[Published]] = TTLCache(maxsize=10_000, ttl=PUBLISHED_SECONDS)
 _published_lock = threading.Lock()
 
 _PUBLISHED = (
@@ -299,9 +299,10 @@ _PUBLISHED = (
 )
 
 
-def published_cache(tenant_id: int) -> list[Published] | None:
+def published_cache(unit: Unit, tenant_id: int) -> list[Published] | None:
+    """The versions remembered for this database's tenant (None: read them)."""
     with _published_lock:
-        return _published.get(tenant_id)
+        return _published.get((unit.scope, tenant_id))
 
 
 async def published(unit: Unit, tenant_id: int) -> list[Published]:
@@ -309,7 +310,7 @@ async def published(unit: Unit, tenant_id: int) -> list[Published]:
     rows = await unit.fetch(_PUBLISHED, tenant_id)
     versions = [Published(unit.instant(r[0]) or datetime.min, r[1], r[2], r[3]) for r in rows]
     with _published_lock:
-        _published[tenant_id] = versions
+        _published[(unit.scope, tenant_id)] = versions
     return versions
 
 
@@ -332,7 +333,7 @@ async def program_of(unit: Unit, version: Published) -> rules.CheckedProgram:
 
 async def in_force(unit: Unit, tenant_id: int, at: datetime) -> tuple[Published, rules.CheckedProgram]:
     """The version valid at ``at`` and its program, trusting the remembered list once."""
-    versions = published_cache(tenant_id)
+    versions = published_cache(unit, tenant_id)
     if versions is not None:
         try:
             version = published_at(versions, at)

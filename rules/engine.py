@@ -317,9 +317,47 @@ class Result:
             )
         return tuple(out)
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view (Decimals as strings) for storage and APIs."""
-        return {
+    def explanation_dicts(self) -> list[dict[str, Any]]:
+        """:attr:`explanation` as JSON-ready dicts, built straight from the trace (a till post returns it
+        with every answer: this skips the intermediate objects)."""
+        if self._trace is None:
+            return []
+        texts = self._compiled.trace_texts
+        gate: dict[int, int] = {}
+        per_item: dict[int, list[dict[str, Any]]] = {}
+        for rule_index, item_index, status, text_id in self._trace:
+            if item_index < 0:
+                gate[rule_index] = text_id
+            else:
+                per_item.setdefault(rule_index, []).append(
+                    {
+                        "index": item_index,
+                        "status": _STATUS[status],
+                        "decided_by": texts[text_id] if text_id >= 0 else None,
+                    }
+                )
+        hits, points = self._hits, self._points
+        out = []
+        for r in self._compiled.program.rules:
+            i = r.index
+            text_id = gate.get(i, -1)
+            out.append(
+                {
+                    "rule": r.id,
+                    "kind": r.kind,
+                    "matched": hits[i] > 0,
+                    "applications": hits[i],
+                    "points": str(Decimal(points[i])),
+                    "decided_by": texts[text_id] if text_id >= 0 else None,
+                    "items": per_item.get(i, []),
+                }
+            )
+        return out
+
+    def as_dict(self, *, explanation: bool = True) -> dict[str, Any]:
+        """A JSON-ready view (Decimals as strings) for storage and APIs; ``explanation=False`` leaves
+        the explanation out (it can be recomputed from the version and the inputs)."""
+        out: dict[str, Any] = {
             "version": self.version,
             "total": self.total,
             "exact": str(self.exact),
@@ -336,21 +374,10 @@ class Result:
             ],
             "stamps": dict(self.stamps),
             "rewards_unlocked": list(self.rewards_unlocked),
-            "explanation": [
-                {
-                    "rule": e.rule,
-                    "kind": e.kind,
-                    "matched": e.matched,
-                    "applications": e.applications,
-                    "points": str(e.points),
-                    "decided_by": e.decided_by,
-                    "items": [
-                        {"index": d.index, "status": d.status, "decided_by": d.decided_by} for d in e.items
-                    ],
-                }
-                for e in self.explanation
-            ],
         }
+        if explanation:
+            out["explanation"] = self.explanation_dicts()
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
