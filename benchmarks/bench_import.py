@@ -1,20 +1,24 @@
 """Import benchmark: `loyalty import transactions` throughput on SQLite and PostgreSQL, as ratios.
 
-``BENCH_IMPORT_ROWS`` purchases (default 100,000; one CSV row each, 1 to 3 of them per member per
-month, 2,000 members, the coalition program) are written to a CSV file, then imported through
-:func:`loyalty.importer.import_purchases` streaming the file (batches of 500 in one database
-transaction each). Two baselines are measured in the same run:
+``BENCH_IMPORT_ROWS`` purchases (default 100,000; one CSV row each, 2,000 members over 18 months,
+the coalition program) are written to a CSV file, then imported through
+:func:`loyalty.importer.import_purchases` streaming the file (batch posting: each batch replayed in
+memory and written as one booking). Measured in the same run, on the same database:
 
-* **parse**: reading the same file with :func:`loyalty.importer.read_csv` and doing nothing else;
-  the import's ratio to it shows what posting costs over reading;
-* **post_transaction**: the first ``BENCH_IMPORT_BASELINE`` purchases (default 5,000), already parsed,
-  posted one by one through :func:`loyalty.transactions.post_transaction` (one database transaction
-  each: what the till API does); the ratio import/post_transaction is what batching buys.
+* **replay** (the baseline): :func:`loyalty.backtest.backtest` of the imported purchases against the
+  same program: reading stored purchases and evaluating them again, with nothing written. Target:
+  import >= 0.5 of it (issue 11).
+* **post one by one**: the first ``BENCH_IMPORT_BASELINE`` purchases (default 5,000) posted through
+  :func:`loyalty.posting.post_transaction`, one unit of work each (what a till does): what batching buys.
+
+Peak memory: the growth of the process's peak RSS (VmHWM) over its RSS before the import; the
+1,000,000-row run is ``make soak`` (``BENCH_IMPORT_ROWS=1000000``, target growth < 200 MB).
 
 Run (PostgreSQL at ``LOYALTY_TEST_PG``, default the local server as postgres; skipped when unreachable)::
 
     .venv/bin/python benchmarks/bench_import.py
-    BENCH_IMPORT_ROWS=10000 BENCH_IMPORT_BASELINE=2000 .venv/bin/python benchmarks/bench_import.py   # smoke
+    BENCH_IMPORT_ROWS=10000 BENCH_IMPORT_BASELINE=1000 .venv/bin/python benchmarks/bench_import.py   # smoke
+    BENCH_IMPORT_DATABASES=sqlite .venv/bin/python benchmarks/bench_import.py
 """
 
 from __future__ import annotations
@@ -31,26 +35,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loyalty import importer, members, programs, tenants, transactions
-from loyalty.cards.numbers import make_card_number
+from loyalty import backtest, importer, members, posting, programs, tenants
+from loyalty.cards.numbers import luhn_check_digit, make_card_number
 from loyalty.db import Database, upgrade
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "100000"))
 N_BASELINE = int(os.environ.get("BENCH_IMPORT_BASELINE", "5000"))
+DATABASES = os.environ.get("BENCH_IMPORT_DATABASES", "sqlite,postgresql").split(",")
 N_MEMBERS = 2_000
 PROGRAM = Path(__file__).resolve().parents[1] / "examples" / "coalition.yaml"
 START = datetime(2024, 1, 1, tzinfo=UTC)
+DAYS = 540
 OUTLETS = (
     ("cafe", "cafe-1", (("LATTE", "coffee", 390), ("CAKE", "cake", 420))),
     ("bakery", "bakery-1", (("RYE", "bread", 390), ("SOURDOUGH", "organic", 480))),
     ("carwash", "wash-1", (("WASH", "carwash", 990),)),
 )
+TARGET = 0.5
 
 
 def write_csv(path: Path, rows: int, prefix: str) -> None:
     rnd = random.Random(7)
-    step = timedelta(days=540) / rows
+    step = timedelta(days=DAYS) / rows
     with path.open("w", encoding="utf-8") as f:
         f.write("external_id,outlet,card,occurred_at,sku,category,quantity,unit_price\n")
         for i in range(rows):
@@ -74,22 +81,37 @@ async def setup(db: Database, code: str, prefix: str) -> int:
     return t.id
 
 
+def rss_kib(field: str) -> int:
+    """A line of /proc/self/status in KiB (VmRSS now, VmHWM the peak so far); 0 where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 async def measure(url: str, csv_path: Path) -> dict[str, float]:
     db = Database.from_url(url)
     try:
-        started = time.perf_counter()
-        with csv_path.open(newline="", encoding="utf-8") as f:
-            parsed = sum(1 for _ in importer.read_csv(f))
-        parse = parsed / (time.perf_counter() - started)
-
         tenant_id = await setup(db, "bench-import", "7301")
+        rss_before = rss_kib("VmRSS")
         stream, _ = importer.open_text(csv_path)
         with stream:
             report = await importer.import_purchases(db, tenant_id, importer.read_csv(stream))
+        growth_mb = (rss_kib("VmHWM") - rss_before) / 1024
         assert report.imported == N_ROWS and not report.rejected, report
 
+        draft = programs.check(PROGRAM.read_text())
+        started = time.perf_counter()
+        replayed = await backtest.backtest(
+            db, tenant_id, draft, since=START, until=START + timedelta(days=DAYS + 1)
+        )
+        replay = replayed.transactions / (time.perf_counter() - started)
+        assert replayed.transactions == N_ROWS, replayed.transactions
+
         base_tenant = await setup(db, "bench-base", "7302")
-        # post_transaction needs the cards to exist: print the same serials for the baseline tenant.
         await members.issue_cards(db, base_tenant, N_MEMBERS, actor="bench", now=START)
         outlets = {o.code: o.id for o in await tenants.list_outlets(db, base_tenant)}
         with csv_path.open(newline="", encoding="utf-8") as f:
@@ -97,7 +119,8 @@ async def measure(url: str, csv_path: Path) -> dict[str, float]:
         started = time.perf_counter()
         for p in purchases:
             assert isinstance(p, importer.Purchase)
-            await transactions.post_transaction(
+            serial = "7302" + p.card[4:-1]
+            await posting.post_transaction(
                 db,
                 base_tenant,
                 outlet_id=outlets[p.outlet],
@@ -105,19 +128,13 @@ async def measure(url: str, csv_path: Path) -> dict[str, float]:
                 occurred_at=p.occurred_at,
                 items=p.items,
                 now=p.occurred_at,
-                card_number="7302" + p.card[4:-1] + _check("7302" + p.card[4:-1]),
+                card_number=serial + luhn_check_digit(serial),
                 channel="import",
             )
         single = len(purchases) / (time.perf_counter() - started)
     finally:
         await db.dispose()
-    return {"import": report.per_second, "parse": parse, "post_transaction": single}
-
-
-def _check(payload: str) -> str:
-    from loyalty.cards.numbers import luhn_check_digit
-
-    return luhn_check_digit(payload)
+    return {"import": report.per_second, "replay": replay, "single": single, "growth_mb": growth_mb}
 
 
 async def _pg(sql: str) -> None:
@@ -138,23 +155,31 @@ def _run(coro):  # type: ignore[no-untyped-def]
 
 
 def report(name: str, r: dict[str, float]) -> None:
+    ratio = r["import"] / r["replay"]
     print(
-        f"{name:<10} import {r['import']:>8,.0f} rows/s | parse only {r['parse']:>9,.0f} rows/s "
-        f"(import/parse {r['import'] / r['parse']:.3f}) | post_transaction one by one "
-        f"{r['post_transaction']:>6,.0f}/s (import/post_transaction "
-        f"{r['import'] / r['post_transaction']:.2f})"
+        f"{name:<10} import {r['import']:>7,.0f} purchases/s"
+        f" | backtest replay (baseline) {r['replay']:>7,.0f}/s"
+        f" | import/replay {ratio:.2f} ({'ok' if ratio >= TARGET else 'below'} target >= {TARGET})"
+        f" | posted one by one {r['single']:>6,.0f}/s (import {r['import'] / r['single']:.1f}x)"
+        f" | peak RSS growth {r['growth_mb']:,.0f} MB"
     )
 
 
 def main() -> None:
-    print(f"{N_ROWS:,} rows, {N_MEMBERS:,} members; baseline post_transaction on {N_BASELINE:,} purchases")
+    print(
+        f"import benchmark: {N_ROWS:,} purchases of {N_MEMBERS:,} members; "
+        f"one-by-one posting on the first {N_BASELINE:,}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "history.csv"
         write_csv(csv_path, N_ROWS, "7301")
         print(f"file: {csv_path.stat().st_size / 1e6:.1f} MB")
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        upgrade(url)
-        report("sqlite", _run(measure(url, csv_path)))
+        if "sqlite" in DATABASES:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+            upgrade(url)
+            report("sqlite", _run(measure(url, csv_path)))
+        if "postgresql" not in DATABASES:
+            return
         try:
             asyncio.run(_pg("SELECT 1"))
         except Exception as exc:  # no PostgreSQL here: report SQLite only
