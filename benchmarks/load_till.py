@@ -57,12 +57,15 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import text  # noqa: E402
+
 from benchmarks.baseline_app import SCRATCH_DDL  # noqa: E402
-from loyalty import access, adjustments, lookup, members, programs, tenants  # noqa: E402
+from loyalty import access, adjustments, lookup, members, posting, programs, tenants  # noqa: E402
 from loyalty.cards.qr import card_url  # noqa: E402
 from loyalty.cards.tokens import sign_token  # noqa: E402
 from loyalty.db import Database, upgrade  # noqa: E402
 from loyalty.secrets import init_secrets, load_secrets  # noqa: E402
+from rules import Item  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
@@ -170,8 +173,31 @@ async def seed(url: str, secrets_file: Path, tills: int, n_cards: int) -> World:
                 for v in views
             ],
         )
+        # One earlier purchase per member (history to read), then the planner's statistics of it, as
+        # autovacuum keeps them on a live database.
+        first_outlet = (await tenants.list_outlets(db, t.id))[0].id
+        await _bounded(
+            SEED_CONCURRENCY,
+            [
+                partial(
+                    posting.post_transaction,
+                    db,
+                    t.id,
+                    outlet_id=first_outlet,
+                    external_id=f"seed-{v.id}",
+                    occurred_at=now,
+                    items=(Item("LATTE", 420, 1, "coffee"),),
+                    member_id=v.id,
+                    now=now,
+                    explain=False,
+                )
+                for v in views
+            ],
+        )
         ring = load_secrets(secrets_file).ring(t.id)
         codes = [card_url(BASE_URL, sign_token(ring, ids[n], now=now)) for n in numbers]
+        async with db.write() as s:
+            await s.execute(text("ANALYZE"))
         return World(keys, codes)
     finally:
         await db.dispose()

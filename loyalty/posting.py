@@ -908,6 +908,7 @@ async def post_transaction(
     card_number: str | None = None,
     card_id: int | None = None,
     channel: str = "till",
+    explain: bool = True,
 ) -> Posting:
     """Post a purchase for a member named by id, card number or card id: :func:`post` for callers
     that want only the posting."""
@@ -916,7 +917,7 @@ async def post_transaction(
     receipt = Receipt(
         outlet_id, external_id, occurred_at, tuple(items), member_id, card_id, card_number, channel
     )
-    return (await post(db, tenant_id, receipt, now=now)).posting
+    return (await post(db, tenant_id, receipt, now=now, explain=explain)).posting
 
 
 # --- a batch ---------------------------------------------------------------------------------------------

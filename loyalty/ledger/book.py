@@ -390,3 +390,35 @@ class Booking:
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.members or self.lot_changes or self.updates or self.upserts)
+
+
+def merged(bookings: Sequence[Booking]) -> Booking | None:
+    """One booking holding several (of one tenant, on distinct members), to be written as one
+    statement; None when they do not combine (their rows or changes differ in shape)."""
+    first = bookings[0]
+    out = Booking(first.tenant_id, first.at)
+    for b in bookings:
+        if b.tenant_id != first.tenant_id or b._new_members or out.members.keys() & b.members.keys():
+            return None
+        for table, rows in b.inserts.items():
+            if not rows:
+                continue
+            into = out.inserts.setdefault(table, [])
+            if into and into[0].keys() != rows[0].keys():
+                return None
+            into.extend(rows)
+        out.members.update(b.members)
+        if out.lot_changes.keys() & b.lot_changes.keys():
+            return None
+        out.lot_changes.update(b.lot_changes)
+        for table, changes in b.updates.items():
+            into_updates = out.updates.setdefault(table, {})
+            if into_updates.keys() & changes.keys():
+                return None
+            into_updates.update(changes)
+        for table, by_key in b.upserts.items():
+            into_upserts = out.upserts.setdefault(table, {})
+            if into_upserts.keys() & by_key.keys():
+                return None
+            into_upserts.update(by_key)
+    return out

@@ -24,9 +24,11 @@ the portable subset of SQL; ``FOR UPDATE`` is dropped on SQLite, where the write
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from functools import cache, lru_cache
@@ -36,7 +38,7 @@ from sqlalchemy import JSON, Date, DateTime, Integer, String, Table, Text
 from sqlalchemy.types import TypeEngine
 
 from loyalty.db import Database
-from loyalty.ledger.book import Booking, BookingError, _Update
+from loyalty.ledger.book import Booking, BookingError, _Update, merged
 from loyalty.models import Base
 
 T = TypeVar("T")
@@ -227,10 +229,11 @@ class PgUnit(Unit):
 
     dialect = "postgresql"
 
-    def __init__(self, conn: Any, *, locked: bool, scope: str = "") -> None:
+    def __init__(self, conn: Any, *, locked: bool, scope: str = "", group: GroupCommit | None = None) -> None:
         self.conn = conn
         self.locked = locked
         self.scope = scope
+        self.group = group
         self._applied = False
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
@@ -259,17 +262,112 @@ class PgUnit(Unit):
         self._applied = True
         if not booking:
             return
-        sql, args = _pg_statement(booking)
-        import asyncpg
+        if self.group is not None and not self.locked:
+            await self.group.write(self.conn, booking)
+        else:
+            await _write(self.conn, booking)
 
+
+async def _write(conn: Any, booking: Booking) -> None:
+    """A booking as one statement on an ``asyncpg`` connection; its errors in the ledger's terms."""
+    sql, args = _pg_statement(booking)
+    import asyncpg
+
+    try:
+        await conn.execute(sql, *args)
+    except asyncpg.UniqueViolationError as exc:
+        raise Duplicate(exc.table_name or "", str(exc)) from exc
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) == STALE_SQLSTATE:
+            raise Stale(str(exc)) from exc
+        raise
+
+
+class GroupCommit:
+    """Writes the bookings of concurrent optimistic units together (PostgreSQL): group commit.
+
+    Most of what a till post costs PostgreSQL is per statement, not per row (a posting alone: ~1.3 ms
+    of server CPU; in an import batch: ~0.2 ms). While one booking is being written, the ones that
+    arrive wait; when it is done they are written as one statement, and so on: at low load nothing
+    waits, under load the database does a fraction of the work per posting. Each booking keeps its
+    own revision checks; if the combined statement fails (a member changed, a receipt sent twice),
+    the group is written booking by booking, so each unit gets its own answer.
+    """
+
+    #: Most bookings one combined statement holds.
+    MAX_GROUP = 32
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[Booking, Any, asyncio.Future[None]]] = []
+        self._writing = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, conn: Any, booking: Booking) -> None:
+        if not self._writing and not self._waiting:
+            self._writing = True
+            try:
+                await _write(conn, booking)
+            finally:
+                self._writing = False
+                self._next()
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((booking, conn, done))
+        self._next()
+        await done
+
+    def _next(self) -> None:
+        if self._waiting and not self._writing:
+            self._writing = True
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    def _take(self) -> list[tuple[Booking, Any, asyncio.Future[None]]]:
+        group: list[tuple[Booking, Any, asyncio.Future[None]]] = []
+        members: set[int] = set()
+        rest = []
+        for item in self._waiting:
+            booking = item[0]
+            if (
+                len(group) < self.MAX_GROUP
+                and (not group or booking.tenant_id == group[0][0].tenant_id)
+                and not members & booking.members.keys()
+            ):
+                group.append(item)
+                members |= booking.members.keys()
+            else:
+                rest.append(item)
+        self._waiting = rest
+        return group
+
+    async def _flush(self) -> None:
         try:
-            await self.conn.execute(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise Duplicate(exc.table_name or "", str(exc)) from exc
-        except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == STALE_SQLSTATE:
-                raise Stale(str(exc)) from exc
-            raise
+            group = self._take()
+            combined = merged([b for b, _, _ in group]) if len(group) > 1 else None
+            if combined is not None:
+                try:
+                    await _write(group[0][1], combined)
+                except Exception:
+                    pass
+                else:
+                    for _, _, done in group:
+                        if not done.done():
+                            done.set_result(None)
+                    return
+            for booking, conn, done in group:
+                try:
+                    await _write(conn, booking)
+                except Exception as exc:
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._writing = False
+            self._next()
+
+
+_groups: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
 
 
 def _drive(coro: Awaitable[T]) -> T:
@@ -291,8 +389,11 @@ async def run(db: Database, op: Callable[[Unit], Awaitable[T]], *, optimistic: b
         return await db.sqlite_writer.run(lambda conn: _drive(op(SqliteUnit(conn, scope))), here=optimistic)
     async with db.driver_connection() as conn:
         if optimistic:
+            group = _groups.get(db)
+            if group is None:
+                group = _groups[db] = GroupCommit()
             try:
-                return await op(PgUnit(conn, locked=False, scope=scope))
+                return await op(PgUnit(conn, locked=False, scope=scope, group=group))
             except (Stale, BookingError):
                 # Somebody changed the member in between: its reads did not agree with each other (a
                 # booking that does not add up), or the write found a newer revision. Again, locked:

@@ -116,3 +116,48 @@ async def test_redemptions_racing_expiry_and_refunds_keep_books(pg: Database) ->
         jobs.release_pending(pg, world.tenant_id, now=later),
     )
     await assert_books_balance(pg, world.tenant_id)
+
+
+async def test_concurrent_posts_are_written_together_and_each_lands_once(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posts arriving while another is being written go out as one statement (group commit); each
+    lands exactly once with its own points, also when two of a group are for the same member or the
+    same receipt (those are written apart)."""
+    from loyalty.ledger import store
+
+    sizes: list[int] = []
+    take = store.GroupCommit._take
+
+    def counting(self: store.GroupCommit) -> list:  # type: ignore[type-arg]
+        group = take(self)
+        sizes.append(len(group))
+        return group
+
+    monkeypatch.setattr(store.GroupCommit, "_take", counting)
+    world = await make_world(pg)
+    people = [(await members.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(30)]
+    receipts = [(f"r{i}", people[i % 30], 1000 * (i + 1)) for i in range(60)] + [("r0", people[0], 1000)]
+    postings = await asyncio.gather(
+        *(
+            transactions.post_transaction(
+                pg,
+                world.tenant_id,
+                outlet_id=world.outlet_id,
+                external_id=receipt,
+                occurred_at=NOW,
+                items=basket(("BREAD", cents, 1)),
+                member_id=member,
+                now=NOW,
+            )
+            for receipt, member, cents in receipts
+        )
+    )
+    assert max(sizes, default=0) > 1, "no posts were written together"
+    assert len({p.transaction_id for p in postings}) == 60
+    for (_, _, cents), posting in zip(receipts, postings, strict=True):
+        assert posting.points == cents // 100
+    for i, member in enumerate(people):
+        view = await members.get_member(pg, world.tenant_id, member)
+        assert view.pending == (i + 1) * 10 + (i + 31) * 10 and view.visits == 2
+    await assert_books_balance(pg, world.tenant_id)
