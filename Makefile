@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install chromium demo test bench bench-load bench-import lint typecheck clean
+.PHONY: install chromium demo test bench bench-load bench-import soak lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-load: install
 
 bench-import: install
 	$(BIN)/python benchmarks/bench_import.py
+
+# Long runs: the ledger state machine with many more examples, and a 1,000,000-row import (flat memory).
+soak: install
+	LEDGER_EXAMPLES=500 $(BIN)/python -m pytest -q tests/storage/test_ledger_properties.py
+	BENCH_IMPORT_ROWS=1000000 BENCH_IMPORT_BASELINE=1000 BENCH_IMPORT_DATABASES=sqlite $(BIN)/python benchmarks/bench_import.py
 
 lint: install
 	$(BIN)/ruff check rules loyalty api tests benchmarks

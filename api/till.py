@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from litestar import Controller, Request, Response, post
@@ -22,8 +23,10 @@ async def _card(request: Request[Any, Any, Any], principal: Principal, code: str
 
 
 def _key_id(answer: Answer) -> str:
-    """A till write's natural key when the till sends none: its Idempotency-Key, per API key."""
-    return f"idem:{answer.api_key_id}:{answer.key}"
+    """A till write's natural key when the till sends none: its Idempotency-Key, per API key (hashed:
+    a key may be longer than the column)."""
+    digest = hashlib.sha256(f"{answer.api_key_id}:{answer.key}".encode()).hexdigest()[:40]
+    return f"idem:{digest}"
 
 
 class TillController(Controller):

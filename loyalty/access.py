@@ -246,7 +246,8 @@ class Answer:
     fingerprint: str
     now: datetime
     render: Callable[[Any], tuple[int, str]]
-    #: The answer rendered for the record (status code, body), once the operation put it in its booking.
+    #: The answer (status code, body) once an operation's write stored it: set only after that write,
+    #: so an attempt that failed (and was retried, or answered otherwise) never leaves one behind.
     recorded: tuple[int, str] | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -254,7 +255,7 @@ class Answer:
 
     def row(self, result: Any) -> dict[str, Any]:
         """The idempotency record holding the answer to ``result``."""
-        status_code, body = self.recorded = self.render(result)
+        status_code, body = self.render(result)
         return {
             "tenant_id": self.tenant_id,
             "api_key_id": self.api_key_id,
@@ -265,6 +266,10 @@ class Answer:
             "created_at": self.now,
             "expires_at": self.now + IDEMPOTENCY_TTL,
         }
+
+    def stored(self, row: dict[str, Any]) -> None:
+        """The write holding ``row`` (from :meth:`row`) has been applied."""
+        self.recorded = (row["status_code"], row["response"])
 
     def judge(self, found: Sequence[Any] | None, now: datetime) -> bool:
         """Decide on the record found for this key (request hash, status, body, created, expires):
@@ -286,32 +291,50 @@ class Answer:
 
 _RECORD = (
     "SELECT request_hash, status_code, response, created_at, expires_at FROM idempotency_records"
-    " WHERE api_key_id = $1 AND key = $2"
+    " WHERE tenant_id = $1 AND api_key_id = $2 AND key = $3"
 )
-_FORGET = "DELETE FROM idempotency_records WHERE api_key_id = $1 AND key = $2"
+#: Only the very record that was judged dead (one written meanwhile by another request stays).
+_FORGET = (
+    "DELETE FROM idempotency_records WHERE tenant_id = $1 AND api_key_id = $2 AND key = $3"
+    " AND created_at = $4 AND status_code IS NOT DISTINCT FROM $5"
+)
 
 
 async def check_answer(unit: Unit, answer: Answer) -> None:
     """Before a ledger write: replay, refuse, or clear the way for this request's own record."""
-    row = await unit.fetchrow(_RECORD, answer.api_key_id, answer.key)
+    row = await unit.fetchrow(_RECORD, answer.tenant_id, answer.api_key_id, answer.key)
     found = None if row is None else (row[0], row[1], row[2], unit.instant(row[3]), unit.instant(row[4]))
+    await clear_dead(unit, answer, found)
+
+
+async def clear_dead(unit: Unit, answer: Answer, found: Sequence[Any] | None) -> None:
+    """Judge the record found for the answer's key (see :meth:`Answer.judge`) and remove it if dead."""
     if answer.judge(found, answer.now):
-        await unit.execute(_FORGET, answer.api_key_id, answer.key)
+        assert found is not None
+        await unit.execute(_FORGET, answer.tenant_id, answer.api_key_id, answer.key, found[3], found[1])
 
 
-async def stored_answer(db: Database, *, api_key_id: int, key: str) -> Replay | None:
-    """The answer recorded for a key (after a write found it recorded by a concurrent request)."""
+async def answered_meanwhile(db: Database, answer: Answer) -> None:
+    """A write found its key recorded by a concurrent request: raise what to answer instead (the
+    recorded answer, a mismatch, or still in progress)."""
     async with db.read() as session:
         row = (
             await session.execute(
-                select(IdempotencyRecord.status_code, IdempotencyRecord.response).where(
-                    IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
+                select(
+                    IdempotencyRecord.request_hash,
+                    IdempotencyRecord.status_code,
+                    IdempotencyRecord.response,
+                    IdempotencyRecord.created_at,
+                    IdempotencyRecord.expires_at,
+                ).where(
+                    IdempotencyRecord.tenant_id == answer.tenant_id,
+                    IdempotencyRecord.api_key_id == answer.api_key_id,
+                    IdempotencyRecord.key == answer.key,
                 )
             )
         ).first()
-    if row is None or row[0] is None or row[1] is None:
-        return None
-    return Replay(int(row[0]), str(row[1]))
+    answer.judge(row, answer.now)
+    raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
 
 
 async def record_answer(db: Database, answer: Answer, status_code: int, body: str) -> None:

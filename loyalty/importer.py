@@ -42,7 +42,7 @@ from loyalty import posting
 from loyalty.cards.numbers import InvalidCardNumber, parse_card_number
 from loyalty.db import Database
 from loyalty.errors import LoyaltyError
-from loyalty.ledger import Booking, run
+from loyalty.ledger import Booking, Duplicate, run
 from loyalty.ledger.store import Unit
 from loyalty.models import Outlet, Tenant
 
@@ -407,7 +407,8 @@ _BOOKED = {
     " CROSS JOIN transactions t ON t.tenant_id = $1 AND t.outlet_id = json_extract(k.value, '$[0]')"
     " AND t.external_id = json_extract(k.value, '$[1]')",
 }
-_CARDS = "SELECT number, id, state, member_id FROM cards WHERE tenant_id = $1 AND number {ids}"
+#: Locked until the batch commits: a till activating one of these cards meanwhile waits for the batch.
+_CARDS = "SELECT number, id, state, member_id FROM cards WHERE tenant_id = $1 AND number {ids} FOR UPDATE"
 
 
 @dataclass(slots=True)
@@ -517,6 +518,10 @@ async def _post_batch(
         done = await run(db, partial(_batch_unit, ctx, batch, channel))
     except posting.Rejected as rejected:
         raise _Rejected(RowError(rejected.line, rejected.reason)) from None
+    except Duplicate as duplicate:  # a till booked one of these receipts (or cards) at the same moment
+        raise _Rejected(
+            RowError(batch[0].line, f"booked concurrently ({duplicate.table}); run the same file again")
+        ) from None
     except (LoyaltyError, InvalidCardNumber) as exc:
         raise _Rejected(RowError(batch[0].line, str(exc))) from None
     ctx.members.update(done.members)

@@ -49,10 +49,11 @@ async def _job(
     )
     swept = await work(unit, tenant_id, int(run_id), now)
     await unit.execute(
-        "UPDATE job_runs SET lots = $1, points = $2, members = $3 WHERE id = $4",
+        "UPDATE job_runs SET lots = $1, points = $2, members = $3 WHERE tenant_id = $4 AND id = $5",
         swept.lots,
         swept.points,
         swept.members,
+        tenant_id,
         run_id,
     )
     return JobResult(int(run_id), kind, now, swept.lots, swept.points, swept.members)

@@ -34,7 +34,7 @@ from cachetools import TTLCache
 
 import rules
 from loyalty import members, programs, tiers
-from loyalty.access import AlreadyAnswered, Answer, stored_answer
+from loyalty.access import Answer, answered_meanwhile, clear_dead
 from loyalty.calendar import expiry_for, local_day, window_start
 from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
@@ -348,6 +348,7 @@ def book(
     purchase against it): the transaction and its lines, the lot, the visit and tier, stamps and
     vouchers, rule uses and budgets."""
     tenant_id = booking.tenant_id
+    booking.at = now  # the purchase's own posting clock on its entries and lot (a batch spans days)
     receipt, program, result = priced.receipt, priced.program, priced.result
     policy = program.document.points
     amount = sum(i.unit_price * i.quantity for i in receipt.items)
@@ -653,7 +654,11 @@ def _context_sql(
     else:
         source = "cards c LEFT JOIN members m ON m.tenant_id = c.tenant_id AND m.id = c.member_id"
         where = f"c.tenant_id = {tenant} AND c.{'id' if by == 'card_id' else 'number'} = {p('card')}"
-    key = f"i.api_key_id = {p('api_key')} AND i.key = {p('key')}" if answered else "false"
+    key = (
+        f"i.tenant_id = {tenant} AND i.api_key_id = {p('api_key')} AND i.key = {p('key')}"
+        if answered
+        else "false"
+    )
     sql = (
         f"SELECT {', '.join(columns)} FROM {source}"
         f" LEFT JOIN transactions t ON t.tenant_id = {tenant} AND t.outlet_id = {p('outlet')}"
@@ -779,12 +784,8 @@ async def _post_unit(
         versions, fresh = await programs.published(unit, tenant_id), True
     else:
         raise NotFound(f"no program version was valid at {receipt.occurred_at.isoformat()}")
-    if answer is not None and answer.judge(loaded.answer_row, answer.now):
-        await unit.execute(
-            "DELETE FROM idempotency_records WHERE api_key_id = $1 AND key = $2",
-            answer.api_key_id,
-            answer.key,
-        )
+    if answer is not None:
+        await clear_dead(unit, answer, loaded.answer_row)
     if loaded.card_state == "blocked":
         raise NotAllowed("this card is blocked")
     if loaded.ctx is None:
@@ -822,10 +823,12 @@ async def _post_unit(
     )
     counters.flush(booking, tenant_id, now)
     posted = Posted(posting, member_after(ctx))
-    if answer is not None:
-        booking.insert("idempotency_records", answer.row(posted))
-
+    record = answer.row(posted) if answer is not None else None
+    if record is not None:
+        booking.insert("idempotency_records", record)
     await unit.apply(booking)
+    if answer is not None and record is not None:
+        answer.stored(record)
     return posted
 
 
@@ -872,9 +875,7 @@ async def post(
             return await _replay(db, tenant_id, first.transaction_id)
         except Duplicate as dup:
             if dup.table == "idempotency_records" and answer is not None:
-                replay = await stored_answer(db, api_key_id=answer.api_key_id, key=answer.key)
-                if replay is not None:
-                    raise AlreadyAnswered(replay) from None
+                await answered_meanwhile(db, answer)
             if dup.table != "transactions":
                 raise
             # The same receipt was booked at the same moment by another request: that one stands.

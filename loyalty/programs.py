@@ -284,6 +284,7 @@ class Published:
     id: int
     program_id: int
     digest: str
+    tenant_id: int = 0
 
 
 #: How long a process trusts its list of a tenant's published versions. A stale list is harmless: a
@@ -308,7 +309,7 @@ def published_cache(unit: Unit, tenant_id: int) -> list[Published] | None:
 async def published(unit: Unit, tenant_id: int) -> list[Published]:
     """The tenant's published versions, oldest first, read now (and remembered)."""
     rows = await unit.fetch(_PUBLISHED, tenant_id)
-    versions = [Published(unit.instant(r[0]) or datetime.min, r[1], r[2], r[3]) for r in rows]
+    versions = [Published(unit.instant(r[0]) or datetime.min, r[1], r[2], r[3], tenant_id) for r in rows]
     with _published_lock:
         _published[(unit.scope, tenant_id)] = versions
     return versions
@@ -327,18 +328,24 @@ async def program_of(unit: Unit, version: Published) -> rules.CheckedProgram:
     hit = cached(version.digest)
     if hit is not None:
         return hit
-    text = await unit.fetchval("SELECT document FROM program_versions WHERE id = $1", version.id)
+    text = await unit.fetchval(
+        "SELECT document FROM program_versions WHERE tenant_id = $1 AND id = $2",
+        version.tenant_id,
+        version.id,
+    )
     return checked(version.digest, text)
 
 
+_VERSION_AT_SQL = (
+    "SELECT valid_from, id, program_id, digest FROM program_versions"
+    " WHERE tenant_id = $1 AND status = 'published' AND valid_from <= $2 ORDER BY valid_from DESC LIMIT 1"
+)
+
+
 async def in_force(unit: Unit, tenant_id: int, at: datetime) -> tuple[Published, rules.CheckedProgram]:
-    """The version valid at ``at`` and its program, trusting the remembered list once."""
-    versions = published_cache(unit, tenant_id)
-    if versions is not None:
-        try:
-            version = published_at(versions, at)
-            return version, await program_of(unit, version)
-        except NotFound:
-            pass
-    version = published_at(await published(unit, tenant_id), at)
+    """The version valid at ``at`` (read now: one indexed row) and its program (from the cache)."""
+    row = await unit.fetchrow(_VERSION_AT_SQL, tenant_id, at)
+    if row is None:
+        raise NotFound(f"no program version was valid at {at.isoformat()}")
+    version = Published(unit.instant(row[0]) or at, row[1], row[2], row[3], tenant_id)
     return version, await program_of(unit, version)

@@ -16,7 +16,7 @@ from typing import Any
 
 import rules
 from loyalty import programs, tiers
-from loyalty.access import AlreadyAnswered, Answer, check_answer, stored_answer
+from loyalty.access import Answer, answered_meanwhile, check_answer
 from loyalty.calendar import local_day
 from loyalty.db import Database
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotAllowed, NotFound
@@ -181,6 +181,8 @@ async def _redeem_unit(
         await check_answer(unit, answer)
     earlier = await _earlier(unit, tenant_id, outlet_id, external_id)
     if earlier is not None:
+        if (earlier.member_id, earlier.reward_code) != (member_id, reward_code):
+            raise Conflict(f"redemption id {external_id!r} was used for another redemption at this outlet")
         return Redeemed(earlier, _view(member))
     _, program = await programs.in_force(unit, tenant_id, now)
     reward = _reward(program, reward_code)
@@ -220,9 +222,12 @@ async def _redeem_unit(
         RedemptionResult(redemption_id, member_id, reward_code, cost, tuple(draws), holder.available),
         _view(member),
     )
-    if answer is not None:
-        booking.insert("idempotency_records", answer.row(done))
+    record = answer.row(done) if answer is not None else None
+    if record is not None:
+        booking.insert("idempotency_records", record)
     await unit.apply(booking)
+    if answer is not None and record is not None:
+        answer.stored(record)
     return done
 
 
@@ -261,9 +266,7 @@ async def _run_once(db: Database, op: Any, answer: Answer | None) -> Any:
         return await run(db, op, optimistic=True)
     except Duplicate as dup:
         if dup.table == "idempotency_records" and answer is not None:
-            replay = await stored_answer(db, api_key_id=answer.api_key_id, key=answer.key)
-            if replay is not None:
-                raise AlreadyAnswered(replay) from None
+            await answered_meanwhile(db, answer)
         if dup.table != "redemptions":
             raise
         return await run(db, op)  # booked meanwhile under the same till id: read it back
@@ -387,7 +390,7 @@ _REDEMPTION = (
 )
 _DRAWS = (
     "SELECT d.lot_id, d.amount, l.state, l.remaining, l.expired, l.expires_at FROM lot_draws d"
-    " JOIN point_lots l ON l.id = d.lot_id"
+    " JOIN point_lots l ON l.tenant_id = d.tenant_id AND l.id = d.lot_id"
     " WHERE d.tenant_id = $1 AND d.cause = 'redemption' AND d.ref_id = $2 ORDER BY d.id"
 )
 
@@ -395,12 +398,18 @@ _DRAWS = (
 async def _cancel_unit(
     tenant_id: int, redemption_id: int, now: datetime, answer: Answer | None, unit: Unit
 ) -> CancelResult:
-    row = await unit.fetchrow(_REDEMPTION, tenant_id, redemption_id)
-    if row is None:
+    owner = await unit.fetchval(
+        "SELECT member_id FROM redemptions WHERE tenant_id = $1 AND id = $2", tenant_id, redemption_id
+    )
+    if owner is None:
         raise NotFound(f"redemption {redemption_id} not found")
+    # The member first (its lock, or its revision), then the redemption's state: a cancellation that
+    # commits in between moves the member's revision on, so this one cannot restore the points twice.
+    member = await reads.member(unit, tenant_id, owner)
+    row = await unit.fetchrow(_REDEMPTION, tenant_id, redemption_id)
+    assert row is not None
     member_id, status, created_at, cost, voucher_id = row
     created_at = unit.instant(created_at)
-    member = await reads.member(unit, tenant_id, member_id)
     if answer is not None:
         await check_answer(unit, answer)
     if status != "active":
@@ -432,9 +441,12 @@ async def _cancel_unit(
     booking.settle_debt(holder, list(lots.values()), cause="redemption_cancel", ref_id=redemption_id)
     booking.touch(holder)
     result = CancelResult(redemption_id, cost, holder.available)
-    if answer is not None:
-        booking.insert("idempotency_records", answer.row(result))
+    record = answer.row(result) if answer is not None else None
+    if record is not None:
+        booking.insert("idempotency_records", record)
     await unit.apply(booking)
+    if answer is not None and record is not None:
+        answer.stored(record)
     return result
 
 

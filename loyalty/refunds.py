@@ -25,9 +25,9 @@ from typing import Any
 
 import rules
 from loyalty import programs
-from loyalty.access import AlreadyAnswered, Answer, check_answer, stored_answer
+from loyalty.access import Answer, answered_meanwhile, check_answer
 from loyalty.db import Database
-from loyalty.errors import InvalidInput, NotFound
+from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ledger import DEBT, ISSUED, Booking, Duplicate, Lot, reads, run
 from loyalty.ledger.store import Unit
 from loyalty.members import MemberView
@@ -108,16 +108,24 @@ async def _refund_unit(
     answer: Answer | None,
     unit: Unit,
 ) -> Refunded:
-    head = await unit.fetchrow(_TRANSACTION, tenant_id, transaction_id)
-    if head is None:
+    owner = await unit.fetchval(
+        "SELECT member_id FROM transactions WHERE tenant_id = $1 AND id = $2", tenant_id, transaction_id
+    )
+    if owner is None:
         raise NotFound(f"transaction {transaction_id} not found")
-    member = await reads.member(unit, tenant_id, head[0])
+    # The member first (its lock, or its revision), then what was refunded so far: a refund that
+    # commits in between moves the member's revision on, so this one is written on fresh figures.
+    member = await reads.member(unit, tenant_id, owner)
+    head = await unit.fetchrow(_TRANSACTION, tenant_id, transaction_id)
+    assert head is not None
     if answer is not None:
         await check_answer(unit, answer)
     if external_id is not None:
         done = await unit.fetchrow(_DONE, tenant_id, transaction_id, external_id)
         if done is not None:
             result = await _replay(unit, tenant_id, transaction_id, member.holder.id, done)
+            if lines is not None and dict(lines) != result.lines:
+                raise Conflict(f"refund id {external_id!r} was used for other lines of this purchase")
             return Refunded(result, _view(member))
     _, tx_points, tx_points_refunded, version_id, evaluation, occurred_at = head
     items = await unit.fetch(_ITEMS, tenant_id, transaction_id)
@@ -197,9 +205,12 @@ async def _refund_unit(
         {line: q for line, q in sorted(wanted.items())},
     )
     refunded = Refunded(result, _view(member))
-    if answer is not None:
-        booking.insert("idempotency_records", answer.row(refunded))
+    record = answer.row(refunded) if answer is not None else None
+    if record is not None:
+        booking.insert("idempotency_records", record)
     await unit.apply(booking)
+    if answer is not None and record is not None:
+        answer.stored(record)
     return refunded
 
 
@@ -268,7 +279,11 @@ async def _take_stamps(
     recorded = unit.json(evaluation) or {}
     if not recorded.get("stamps"):
         return
-    version = await unit.fetchrow("SELECT digest, document FROM program_versions WHERE id = $1", version_id)
+    version = await unit.fetchrow(
+        "SELECT digest, document FROM program_versions WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        version_id,
+    )
     assert version is not None, "a transaction's version exists (foreign key)"
     program = programs.checked(str(version[0]), str(version[1]))
     from loyalty.posting import recorded_inputs
@@ -363,9 +378,7 @@ async def refund_with_member(
         return await run(db, op, optimistic=True)
     except Duplicate as dup:
         if dup.table == "idempotency_records" and answer is not None:
-            replay = await stored_answer(db, api_key_id=answer.api_key_id, key=answer.key)
-            if replay is not None:
-                raise AlreadyAnswered(replay) from None
+            await answered_meanwhile(db, answer)
         if dup.table != "refunds":
             raise
         return await run(db, op)  # booked meanwhile under the same external id: read it back

@@ -105,6 +105,9 @@ class Booking:
         self.upserts: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
         self._new_lots: dict[int, dict[str, Any]] = {}
         self._new_members: dict[int, dict[str, Any]] = {}
+        #: Every lot this booking touched, by id: a lot read twice (say, a refund's own lot, then again
+        #: among the member's lots) is one lot, whatever objects the operation holds.
+        self._lots: dict[int, Lot] = {}
 
     # --- balances ------------------------------------------------------------------------------
 
@@ -239,7 +242,11 @@ class Booking:
             "expires_at": expires_at,
         }
         self.inserts.setdefault("point_lots", []).append(row)
-        return Lot(lot_id, holder.id, state, points, 0, expires_at, new=True)
+        return self._one(Lot(lot_id, holder.id, state, points, 0, expires_at, new=True))
+
+    def _one(self, lot: Lot) -> Lot:
+        """The booking's own copy of a lot (the first object it saw with that id)."""
+        return self._lots.setdefault(lot.id, lot)
 
     def _lot_delta(self, lot: Lot, remaining: int = 0, expired: int = 0) -> None:
         lot.remaining += remaining
@@ -289,8 +296,9 @@ class Booking:
             return []
         draws: list[tuple[int, int]] = []
         left = amount
+        candidates = {x.id: self._one(x) for x in lots if x.member_id == holder.id}
         for lot in nearest_expiry_first(
-            x for x in lots if x.member_id == holder.id and x.state == "available" and x.remaining > 0
+            x for x in candidates.values() if x.state == "available" and x.remaining > 0
         ):
             take = min(left, lot.remaining)
             self._lot_delta(lot, remaining=-take)
@@ -308,6 +316,7 @@ class Booking:
         """Take ``amount`` from one given lot (a refund's own purchase lot, pending or available)."""
         if amount <= 0:
             return
+        lot = self._one(lot)
         if lot.state not in ACCOUNT_OF_STATE:
             raise BookingError(f"lot {lot.id} is {lot.state}: nothing to take")
         self._lot_delta(lot, remaining=-amount)
@@ -319,6 +328,7 @@ class Booking:
         member (they were never spent), and the lot records the draw."""
         if amount <= 0:
             return
+        lot = self._one(lot)
         self._lot_delta(lot, expired=-amount)
         self._record_draw(holder, lot, amount, cause, ref_id)
         self.move(holder, cause, ref_id, {EXPIRED: -amount, ISSUED: amount})
@@ -334,7 +344,8 @@ class Booking:
     ) -> int:
         """Give drawn points back to the very lots they came from (negative draws); returns the sum."""
         total = 0
-        for lot, amount in draws:
+        for given, amount in draws:
+            lot = self._one(given)
             if lot.state != "available":
                 raise BookingError(f"lot {lot.id} is {lot.state}: points cannot go back to it")
             self._lot_delta(lot, remaining=amount)

@@ -288,17 +288,20 @@ class GroupCommit:
 
     Most of what a till post costs PostgreSQL is per statement, not per row (a posting alone: ~1.3 ms
     of server CPU; in an import batch: ~0.2 ms). While one booking is being written, the ones that
-    arrive wait; when it is done they are written as one statement, and so on: at low load nothing
-    waits, under load the database does a fraction of the work per posting. Each booking keeps its
-    own revision checks; if the combined statement fails (a member changed, a receipt sent twice),
-    the group is written booking by booking, so each unit gets its own answer.
+    arrive wait; when it is done they are written as one statement on a connection of the group's own,
+    and so on: at low load nothing waits, under load the database does a fraction of the work per
+    posting. Each booking keeps its own revision checks. If the combined statement is refused by the
+    database (a member changed, a receipt sent twice: nothing was written), the group is written
+    booking by booking, so each unit gets its own answer; if the connection fails, every booking of
+    the group gets that error (whether it was written is then unknown, as for any write).
     """
 
     #: Most bookings one combined statement holds.
     MAX_GROUP = 32
 
-    def __init__(self) -> None:
-        self._waiting: list[tuple[Booking, Any, asyncio.Future[None]]] = []
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._waiting: list[tuple[Booking, asyncio.Future[None]]] = []
         self._writing = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -312,17 +315,23 @@ class GroupCommit:
                 self._next()
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((booking, conn, done))
+        item = (booking, done)
+        self._waiting.append(item)
         self._next()
-        await done
+        try:
+            await done
+        except asyncio.CancelledError:
+            if item in self._waiting:  # not taken yet: it will not be written
+                self._waiting.remove(item)
+            raise
 
     def _next(self) -> None:
         if self._waiting and not self._writing:
             self._writing = True
             self._flusher = asyncio.ensure_future(self._flush())
 
-    def _take(self) -> list[tuple[Booking, Any, asyncio.Future[None]]]:
-        group: list[tuple[Booking, Any, asyncio.Future[None]]] = []
+    def _take(self) -> list[tuple[Booking, asyncio.Future[None]]]:
+        group: list[tuple[Booking, asyncio.Future[None]]] = []
         members: set[int] = set()
         rest = []
         for item in self._waiting:
@@ -340,31 +349,43 @@ class GroupCommit:
         return group
 
     async def _flush(self) -> None:
+        import asyncpg
+
+        group = self._take()
         try:
-            group = self._take()
-            combined = merged([b for b, _, _ in group]) if len(group) > 1 else None
-            if combined is not None:
-                try:
-                    await _write(group[0][1], combined)
-                except Exception:
-                    pass
-                else:
-                    for _, _, done in group:
-                        if not done.done():
-                            done.set_result(None)
-                    return
-            for booking, conn, done in group:
-                try:
-                    await _write(conn, booking)
-                except Exception as exc:
-                    if not done.done():
-                        done.set_exception(exc)
-                else:
-                    if not done.done():
-                        done.set_result(None)
+            async with self.db.driver_connection() as conn:
+                combined = merged([b for b, _ in group]) if len(group) > 1 else None
+                if combined is not None:
+                    try:
+                        await _write(conn, combined)
+                    except (asyncpg.PostgresError, Duplicate, Stale):
+                        pass  # refused as a whole, nothing written: each booking alone, below
+                    else:
+                        _settle(group, None)
+                        return
+                for booking, done in group:
+                    try:
+                        await _write(conn, booking)
+                    except (asyncpg.PostgresError, Duplicate, Stale) as exc:
+                        _settle([(booking, done)], exc)
+                    else:
+                        _settle([(booking, done)], None)
+        except BaseException as exc:  # the connection failed, or the flush was cancelled
+            _settle(group, exc if isinstance(exc, Exception) else ConnectionError("the write was cancelled"))
+            if not isinstance(exc, Exception):
+                raise
         finally:
             self._writing = False
             self._next()
+
+
+def _settle(group: Sequence[tuple[Booking, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, done in group:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
 
 _groups: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
@@ -391,7 +412,7 @@ async def run(db: Database, op: Callable[[Unit], Awaitable[T]], *, optimistic: b
         if optimistic:
             group = _groups.get(db)
             if group is None:
-                group = _groups[db] = GroupCommit()
+                group = _groups[db] = GroupCommit(db)
             try:
                 return await op(PgUnit(conn, locked=False, scope=scope, group=group))
             except (Stale, BookingError):
@@ -460,24 +481,26 @@ def _apply_sqlite(conn: sqlite3.Connection, b: Booking) -> None:
         if changed != len(b.members):
             raise Stale(f"{len(b.members) - changed} member(s) changed since they were read")
     if b.lot_changes:
-        conn.executemany(
+        found = conn.executemany(
             "UPDATE point_lots SET remaining = remaining + ?, expired = expired + ?"
             " WHERE tenant_id = ? AND id = ?",
             [
                 [u.add["remaining"], u.add["expired"], b.tenant_id, lot_id]
                 for lot_id, u in b.lot_changes.items()
             ],
-        )
+        ).rowcount
+        _all_there("point_lots", found, len(b.lot_changes))
     for table, changes in b.updates.items():
         sets, adds = _update_shape(table, changes)
         assignments = [f"{c} = ?" for c in sets] + [f"{c} = {c} + ?" for c in adds]
-        conn.executemany(
+        found = conn.executemany(
             f"UPDATE {table} SET {', '.join(assignments)} WHERE tenant_id = ? AND id = ?",
             [
                 [sqlite_value(u.set[c]) for c in sets] + [u.add[c] for c in adds] + [b.tenant_id, row_id]
                 for row_id, u in changes.items()
             ],
-        )
+        ).rowcount
+        _all_there(table, found, len(changes))
     for table, by_key in b.upserts.items():
         key, actions = UPSERTS[table]
         rows = list(by_key.values())
@@ -492,6 +515,12 @@ def _apply_sqlite(conn: sqlite3.Connection, b: Booking) -> None:
             f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {on_conflict}",
             [[sqlite_value(r[c]) for c in columns] for r in rows],
         )
+
+
+def _all_there(table: str, found: int, expected: int) -> None:
+    """As on PostgreSQL: a booking that changes a row that is not there is a bug, and nothing stays."""
+    if found != expected:
+        raise RuntimeError(f"a booking changed {expected} rows of {table}; {found} were there")
 
 
 def _update_shape(table: str, changes: dict[int, _Update]) -> tuple[list[str], list[str]]:

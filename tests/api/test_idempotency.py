@@ -257,3 +257,38 @@ def test_a_redemption_sent_again_after_its_key_expired_books_once(api: Api) -> N
     assert later.json()["redemption"]["redemption_id"] == first.json()["redemption"]["redemption_id"]
     assert later.json()["redemption"]["replayed"] is True
     assert _count(api, "SELECT count(*) FROM redemptions WHERE tenant_id = :t", t=a.id) == 1
+
+
+def test_a_refund_under_the_longest_idempotency_key_books(api: Api) -> None:
+    """A refund without its own id is keyed by the till's Idempotency-Key, whatever its length."""
+    a = api.a
+    posted = api.client.post(
+        "/v1/till/transactions",
+        json=basket(a.card, "long-key", ("LATTE", "coffee", 2, 450)),
+        headers=a.headers(**{"Idempotency-Key": "post-long-key"}),
+    ).json()
+    key = "k" * access.MAX_IDEMPOTENCY_KEY
+    r = api.client.post(
+        f"/v1/till/transactions/{posted['transaction']['transaction_id']}/refunds",
+        json={"lines": [{"line": 0, "quantity": 1}]},
+        headers=a.headers(**{"Idempotency-Key": key}),
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_a_redemption_id_sent_again_for_another_reward_is_a_409(api: Api) -> None:
+    """The till's redemption id names one redemption: reused for another reward, it is refused."""
+    a = api.a
+    give_points(api, a, 1000)
+    first = api.client.post(
+        "/v1/till/redemptions",
+        json={"card": a.card, "reward": "COFFEE", "external_id": "till-1-r1"},
+        headers=a.headers(**{"Idempotency-Key": "r1"}),
+    )
+    other = api.client.post(
+        "/v1/till/redemptions",
+        json={"card": a.card, "reward": "CAKE", "external_id": "till-1-r1"},
+        headers=a.headers(**{"Idempotency-Key": "r2"}),
+    )
+    assert first.status_code == 201 and other.status_code == 409, other.text
+    assert _count(api, "SELECT count(*) FROM redemptions WHERE tenant_id = :t", t=a.id) == 1

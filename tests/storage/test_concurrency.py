@@ -161,3 +161,25 @@ async def test_concurrent_posts_are_written_together_and_each_lands_once(
         view = await members.get_member(pg, world.tenant_id, member)
         assert view.pending == (i + 1) * 10 + (i + 31) * 10 and view.visits == 2
     await assert_books_balance(pg, world.tenant_id)
+
+
+async def test_concurrent_cancellations_of_one_redemption_restore_it_once(pg: Database) -> None:
+    """Ten tills cancelling the same redemption at once: one succeeds, the points come back once."""
+    from loyalty.errors import Conflict
+
+    world = await make_world(pg)
+    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    await adjustments.adjust(pg, world.tenant_id, member, 500, reason="setup", actor="t", now=NOW)
+    done = await redemptions.redeem(pg, world.tenant_id, member, "COFFEE", now=NOW)
+
+    async def cancel() -> bool:
+        try:
+            await redemptions.cancel(pg, world.tenant_id, done.redemption_id, now=NOW)
+        except Conflict:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(cancel() for _ in range(10)))
+    assert sum(outcomes) == 1
+    assert (await members.get_member(pg, world.tenant_id, member)).available == 500
+    await assert_books_balance(pg, world.tenant_id)

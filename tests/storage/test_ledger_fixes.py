@@ -187,3 +187,25 @@ async def test_the_tier_job_never_undoes_an_upgrade_that_lands_while_it_runs(db:
         await tx.commit()
     await job
     assert (await members.get_member(db, world.tenant_id, member)).tier == "silver"
+
+
+async def test_a_refund_takes_from_the_purchases_own_lot_once(world: World) -> None:
+    """Its own lot partly spent, a purchase's return takes what the lot still holds, then the member's
+    other points, then debt: the own lot is not drawn a second time among the others."""
+    from loyalty import adjustments
+
+    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    posting = await post(world, "p", 10_000, member)  # 100 points, expiring end of May
+    later = NOW + timedelta(days=15)
+    await jobs.release_pending(world.db, world.tenant_id, now=later)
+    await adjustments.adjust(world.db, world.tenant_id, member, -80, reason="spent", actor="t", now=later)
+    await adjustments.adjust(
+        world.db, world.tenant_id, member, 50, reason="gift", actor="t", now=later + timedelta(days=15)
+    )
+    done = await transactions.refund(
+        world.db, world.tenant_id, posting.transaction_id, now=later + timedelta(days=16)
+    )
+    assert (done.points, done.debt) == (100, 30)
+    view = await balances.balance(world.db, world.tenant_id, member, now=later + timedelta(days=16))
+    assert (view.available, view.debt) == (0, 30)
+    await assert_books_balance(world.db, world.tenant_id)
