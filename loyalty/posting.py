@@ -136,11 +136,12 @@ class MemberContext:
     uses: dict[str, int]
     #: (local day, rule) -> applications that day
     day_uses: dict[tuple[date, str], int]
-    #: (occurred_at, points, spend, visit) of the member's purchases that may count for the tier window
-    #: (only kept by batches); a single posting reads the window's figure directly.
+    #: Batches only (a single posting reads the window's figure directly): (occurred_at, points, spend,
+    #: visit) of the member's purchases that count for some postings of the batch but not all (at the
+    #: window's moving edges, and the batch's own), and ``window_base``, the (points, spend, visits)
+    #: of those that count for every posting of the batch.
     window: list[tuple[datetime, int, int, int]] | None = None
-    #: Sum of ``window`` (every row counted): an upper bound of the window's figure.
-    window_total: int = 0
+    window_base: tuple[int, int, int] = (0, 0, 0)
     qualifying: int = 0
     #: The member's available lots, loaded when they owe points (debt is paid from them first).
     lots: list[Lot] = field(default_factory=list)
@@ -473,17 +474,12 @@ def _upgrade(
     names = [lv.name for lv in ladder]
     if ctx.window is not None:
         ctx.window.append((occurred_at, points, amount, 1))
-        ctx.window_total += _qualifying_add(policy.qualify_on, points, amount)
     if current == names[-1]:
         return None
     if ctx.window is not None:
-        # The member's whole history in memory bounds the window's figure: below the next level's
-        # threshold no upgrade is possible, and the window need not be summed (most purchases).
-        following = ladder[names.index(current) + 1] if current is not None else ladder[0]
-        if ctx.window_total < following.threshold:
-            return None
+        measure = {"points": 0, "spend": 1}.get(policy.qualify_on, 2)
         since = window_start(now, policy.window_months, program.zone)
-        value = sum(
+        value = ctx.window_base[measure] + sum(
             _qualifying_add(policy.qualify_on, p, a, v) for at, p, a, v in ctx.window if since < at <= now
         )
     else:
@@ -933,10 +929,19 @@ _BATCH_DAY_USES = (
     "SELECT member_id, rule_id, day, uses FROM rule_day_uses"
     " WHERE tenant_id = $1 AND member_id {ids} AND day >= $3"
 )
-_BATCH_WINDOW = (
-    "SELECT member_id, occurred_at, points - points_refunded, amount - amount_refunded,"
-    " CASE WHEN amount_refunded < amount OR amount = 0 THEN 1 ELSE 0 END"
+_VISIT = "CASE WHEN amount_refunded < amount OR amount = 0 THEN 1 ELSE 0 END"
+#: The part of the tier window every posting of a batch shares, summed per member ...
+_BATCH_WINDOW_BASE = (
+    f"SELECT member_id, SUM(points - points_refunded), SUM(amount - amount_refunded), SUM({_VISIT})"
+    " FROM transactions WHERE tenant_id = $1 AND member_id {ids} AND occurred_at > $3 AND occurred_at <= $4"
+    " GROUP BY member_id"
+)
+#: ... and, row by row, the purchases at its edges: leaving the window during the batch, or later
+#: than the batch's first posting. A batch reads a few rows per member, not their whole history.
+_BATCH_WINDOW_EDGES = (
+    f"SELECT member_id, occurred_at, points - points_refunded, amount - amount_refunded, {_VISIT}"
     " FROM transactions WHERE tenant_id = $1 AND member_id {ids} AND occurred_at > $3"
+    " AND (occurred_at <= $4 OR occurred_at > $5)"
 )
 _UTC = ZoneInfo("UTC")
 #: Voucher ids taken at a time while a batch is replayed.
@@ -947,12 +952,12 @@ async def _contexts(
     unit: Unit,
     tenant_id: int,
     member_ids: Sequence[int],
-    since: datetime,
+    edges: tuple[datetime, datetime, datetime],
     first_day: date,
-    qualify_on: str | None,
 ) -> dict[int, MemberContext]:
-    """The contexts of a batch's members, read (and locked) at once, with their tier-window history.
-    ``qualify_on`` is the measure of every version in play (None when they differ: no shortcut)."""
+    """The contexts of a batch's members, read (and locked) at once, with their tier-window history:
+    ``edges`` are the earliest and latest window starts of the batch's postings and its first posting."""
+    earliest_start, latest_start, first = edges
     ids = unit.any_of("$2")
     listed = unit.listed(sorted(member_ids))
     out: dict[int, MemberContext] = {}
@@ -962,7 +967,7 @@ async def _contexts(
             r[1],
             r[5],
             unit.instant(r[6]),
-            unit.instant(r[7]) or since,
+            unit.instant(r[7]) or first,
             tuple(unit.json(r[8]) or ()),
             {},
             {},
@@ -977,15 +982,16 @@ async def _contexts(
         _BATCH_DAY_USES.format(ids=ids), tenant_id, listed, first_day
     ):
         out[member_id].day_uses[(day if isinstance(day, date) else date.fromisoformat(day), rule)] = n
+    for member_id, points, spend, visits in await unit.fetch(
+        _BATCH_WINDOW_BASE.format(ids=ids), tenant_id, listed, latest_start, first
+    ):
+        out[member_id].window_base = (int(points or 0), int(spend or 0), int(visits or 0))
     for member_id, at, points, spend, visit in await unit.fetch(
-        _BATCH_WINDOW.format(ids=ids), tenant_id, listed, since
+        _BATCH_WINDOW_EDGES.format(ids=ids), tenant_id, listed, earliest_start, latest_start, first
     ):
         window = out[member_id].window
         assert window is not None
-        window.append((unit.instant(at) or since, points, spend, visit))
-        out[member_id].window_total += (
-            {"points": points, "spend": spend}.get(qualify_on, visit) if qualify_on else 1 << 62
-        )
+        window.append((unit.instant(at) or first, points, spend, visit))
     for ctx in out.values():
         if ctx.holder.debt > 0:
             ctx.lots = await reads.available_lots(unit, tenant_id, ctx.holder.id)
@@ -1026,22 +1032,23 @@ async def book_batch(
         return []
     tenant_id = booking.tenant_id
     versions = await programs.published(unit, tenant_id)
-    earliest = min(p.now for p in purchases)
-    window_months = 0
-    measures = set()
-    for v in versions:
-        policy = (await programs.program_of(unit, v)).document.tiers
-        if policy is not None:
-            window_months = max(window_months, policy.window_months)
-            measures.add(policy.qualify_on)
-    # Two days of margin for time zones: every posting filters its own window from these rows.
-    since = window_start(earliest, window_months, _UTC) - timedelta(days=2)
+    earliest, latest = min(p.now for p in purchases), max(p.now for p in purchases)
+    months = [
+        policy.window_months
+        for v in versions
+        if (policy := (await programs.program_of(unit, v)).document.tiers) is not None
+    ] or [0]
+    # The window starts of the batch's postings lie between these (two days of margin for time zones).
+    edges = (
+        window_start(earliest, max(months), _UTC) - timedelta(days=2),
+        window_start(latest, min(months), _UTC) + timedelta(days=2),
+        earliest,
+    )
     first_day = min(p.receipt.occurred_at for p in purchases).date() - timedelta(days=1)
     known = [
         m for m in {p.receipt.member_id for p in purchases} if m is not None and m not in (new_members or {})
     ]
-    qualify_on = measures.pop() if len(measures) == 1 else None
-    contexts = await _contexts(unit, tenant_id, known, since, first_day, qualify_on)
+    contexts = await _contexts(unit, tenant_id, known, edges, first_day)
     contexts.update(new_members or {})
     tx_ids = await unit.next_ids("transactions", len(purchases))
     lot_ids = await unit.next_ids("point_lots", len(purchases))
