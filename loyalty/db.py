@@ -34,6 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 DEFAULT_URL = "sqlite+aiosqlite:///loyalty.db"
 #: How long a SQLite writer waits for the lock before failing (ms): longer than any single posting.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Page cache of the ledger's writer connections (KiB; SQLite's default is 2 MB): the writer updates
+#: indexes all over large tables, and with the default a 1,000,000-row import slowed down threefold.
+SQLITE_WRITER_CACHE_KIB = 64 * 1024
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: Connections each process keeps open to a server database (LOYALTY_DB_POOL_SIZE overrides). There is
 #: no overflow: connections opened past the pool and closed again cost a connect and fresh prepared
@@ -119,6 +122,7 @@ class SqliteWriter:
             for pragma in _SQLITE_PRAGMAS:
                 conn.execute(pragma)
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            conn.execute(f"PRAGMA cache_size=-{SQLITE_WRITER_CACHE_KIB}")
             self._local.conn = conn
             self._connections.append(conn)
         return conn

@@ -954,9 +954,11 @@ async def _contexts(
     member_ids: Sequence[int],
     edges: tuple[datetime, datetime, datetime],
     first_day: date,
+    top: str | None = None,
 ) -> dict[int, MemberContext]:
     """The contexts of a batch's members, read (and locked) at once, with their tier-window history:
-    ``edges`` are the earliest and latest window starts of the batch's postings and its first posting."""
+    ``edges`` are the earliest and latest window starts of the batch's postings and its first posting.
+    Members already in the ``top`` tier cannot be upgraded: their window is not read."""
     earliest_start, latest_start, first = edges
     ids = unit.any_of("$2")
     listed = unit.listed(sorted(member_ids))
@@ -982,6 +984,8 @@ async def _contexts(
         _BATCH_DAY_USES.format(ids=ids), tenant_id, listed, first_day
     ):
         out[member_id].day_uses[(day if isinstance(day, date) else date.fromisoformat(day), rule)] = n
+    climbing = sorted(m for m, ctx in out.items() if ctx.tier is None or ctx.tier != top)
+    listed = unit.listed(climbing)
     for member_id, points, spend, visits in await unit.fetch(
         _BATCH_WINDOW_BASE.format(ids=ids), tenant_id, listed, latest_start, first
     ):
@@ -1033,22 +1037,24 @@ async def book_batch(
     tenant_id = booking.tenant_id
     versions = await programs.published(unit, tenant_id)
     earliest, latest = min(p.now for p in purchases), max(p.now for p in purchases)
-    months = [
-        policy.window_months
-        for v in versions
-        if (policy := (await programs.program_of(unit, v)).document.tiers) is not None
-    ] or [0]
+    months, tops = [0], set()
+    for v in versions:
+        program = await programs.program_of(unit, v)
+        if program.document.tiers is not None:
+            months.append(program.document.tiers.window_months)
+            tops.add(tiers.levels(program)[-1].name)
     # The window starts of the batch's postings lie between these (two days of margin for time zones).
     edges = (
         window_start(earliest, max(months), _UTC) - timedelta(days=2),
-        window_start(latest, min(months), _UTC) + timedelta(days=2),
+        window_start(latest, min(months[1:] or months), _UTC) + timedelta(days=2),
         earliest,
     )
     first_day = min(p.receipt.occurred_at for p in purchases).date() - timedelta(days=1)
     known = [
         m for m in {p.receipt.member_id for p in purchases} if m is not None and m not in (new_members or {})
     ]
-    contexts = await _contexts(unit, tenant_id, known, edges, first_day)
+    top = tops.pop() if len(tops) == 1 else None
+    contexts = await _contexts(unit, tenant_id, known, edges, first_day, top)
     contexts.update(new_members or {})
     tx_ids = await unit.next_ids("transactions", len(purchases))
     lot_ids = await unit.next_ids("point_lots", len(purchases))
