@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from cachetools import LRUCache
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 import rules
 from loyalty import posting
@@ -552,9 +553,10 @@ async def import_purchases(
     batch: list[Purchase] = []
     errors: list[RowError] = []
     first_line = 0
+    analyzed = 0
 
     async def flush(last_line: int) -> None:
-        nonlocal batch, errors, first_line
+        nonlocal batch, errors, first_line, analyzed
         count = len(batch) + len(errors)
         report.purchases += count
         if errors:
@@ -564,6 +566,12 @@ async def import_purchases(
                 await _post_batch(db, ctx, batch, report, channel)
             except _Rejected as rejected:
                 _reject(report, RejectedBatch(first_line, last_line, count, (rejected.error,)))
+            if db.is_postgresql and report.imported > 2 * analyzed:
+                # The tables grow fast under an import: PostgreSQL plans each statement once per
+                # connection, and a plan made when they were small reads a whole tenant's window for
+                # every member (345 purchases/s at 100,000 rows instead of ~3,000/s).
+                await analyze(db)
+                analyzed = report.imported
         batch, errors, first_line = [], [], 0
         report.elapsed_seconds = time.perf_counter() - started
         if progress is not None:
@@ -584,6 +592,16 @@ async def import_purchases(
         await flush(last_line)
     report.elapsed_seconds = time.perf_counter() - started
     return report
+
+
+#: The tables an import fills and reads back.
+ANALYZED_TABLES = ("transactions", "transaction_items", "point_lots", "ledger_entries", "members", "cards")
+
+
+async def analyze(db: Database) -> None:
+    """Fresh planner statistics of the tables an import fills (PostgreSQL; a new plan follows)."""
+    async with db.write() as s:
+        await s.execute(sql(f"ANALYZE {', '.join(ANALYZED_TABLES)}"))
 
 
 def _reject(report: ImportReport, batch: RejectedBatch) -> None:
