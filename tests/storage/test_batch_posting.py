@@ -45,11 +45,13 @@ async def _books(db: Database, tenant_id: int) -> dict[str, Any]:
                 " JOIN cards c ON c.member_id = m.id WHERE m.tenant_id = :t ORDER BY c.number"
             ),
             "purchases": await rows(
-                "SELECT external_id, points, amount FROM transactions WHERE tenant_id = :t ORDER BY external_id"
+                "SELECT external_id, points, amount FROM transactions WHERE tenant_id = :t"
+                " ORDER BY external_id"
             ),
             "lots": await rows(
                 "SELECT t.external_id, l.state, l.earned, l.remaining FROM point_lots l"
-                " JOIN transactions t ON t.id = l.transaction_id WHERE l.tenant_id = :t ORDER BY t.external_id"
+                " JOIN transactions t ON t.id = l.transaction_id WHERE l.tenant_id = :t"
+                " ORDER BY t.external_id"
             ),
             "tiers": await rows(
                 "SELECT c.number, h.from_tier, h.to_tier, h.qualifying FROM tier_history h"
@@ -61,7 +63,8 @@ async def _books(db: Database, tenant_id: int) -> dict[str, Any]:
                 " WHERE s.tenant_id = :t ORDER BY c.number"
             ),
             "vouchers": await rows(
-                "SELECT t.external_id, count(*) FROM vouchers v JOIN transactions t ON t.id = v.transaction_id"
+                "SELECT t.external_id, count(*) FROM vouchers v"
+                " JOIN transactions t ON t.id = v.transaction_id"
                 " WHERE v.tenant_id = :t GROUP BY t.external_id ORDER BY t.external_id"
             ),
         }
@@ -81,7 +84,8 @@ async def test_an_import_books_what_posting_one_by_one_books(db: Database) -> No
         async with db.write() as s:
             await s.execute(
                 text(
-                    "INSERT INTO cards (tenant_id, member_id, number, serial, state, created_at, activated_at)"
+                    "INSERT INTO cards"
+                    " (tenant_id, member_id, number, serial, state, created_at, activated_at)"
                     " VALUES (:t, :m, :n, :serial, 'active', :at, :at)"
                 ),
                 {"t": one_by_one.tenant_id, "m": member.id, "n": card, "serial": 100 + n, "at": NOW},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -183,3 +183,38 @@ async def test_concurrent_cancellations_of_one_redemption_restore_it_once(pg: Da
     assert sum(outcomes) == 1
     assert (await members.get_member(pg, world.tenant_id, member)).available == 500
     await assert_books_balance(pg, world.tenant_id)
+
+
+async def test_the_tier_job_never_undoes_an_upgrade_that_lands_while_it_runs(pg: Database) -> None:
+    """A purchase that upgrades a member while the tier job waits for the member's row is kept."""
+    world = await make_world(pg)
+    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    # No tier yet: the job sees the member as one to set (to bronze) when it starts.
+    async with pg.driver_connection() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        # A purchase in flight: it holds the member's row while it books 1,500 points and the upgrade.
+        await conn.execute("SELECT id FROM members WHERE id = $1 FOR UPDATE", member)
+        job = asyncio.create_task(jobs.evaluate_tiers(pg, world.tenant_id, now=NOW + timedelta(minutes=1)))
+        for _ in range(500):  # until the job waits for the row (pg_locks is live, unlike pg_stat_activity)
+            waiting = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the tier job never waited for the member's row"
+        await conn.execute(
+            "INSERT INTO transactions (tenant_id, member_id, outlet_id, external_id, channel, occurred_at,"
+            " posted_at, program_version_id, amount, points, amount_refunded, points_refunded, evaluation)"
+            " VALUES ($1, $2, $3, 'upgrade', 'till', $4, $4, $5, 150000, 1500, 0, 0, '{}')",
+            world.tenant_id,
+            member,
+            world.outlet_id,
+            NOW,
+            world.version_id,
+        )
+        await conn.execute(
+            "UPDATE members SET tier = 'silver', revision = revision + 1 WHERE id = $1", member
+        )
+        await tx.commit()
+    await job
+    assert (await members.get_member(pg, world.tenant_id, member)).tier == "silver"

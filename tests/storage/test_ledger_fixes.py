@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import text
 
 from loyalty import balances, jobs, members, redemptions, transactions
@@ -150,43 +148,6 @@ async def test_a_lot_still_pending_at_its_expiry_date_expires_then(db: Database)
     released = await jobs.release_pending(db, world.tenant_id, now=NOW + timedelta(days=91))
     assert released.lots == 0, "an expired lot is not released afterwards"
     await assert_books_balance(db, world.tenant_id)
-
-
-async def test_the_tier_job_never_undoes_an_upgrade_that_lands_while_it_runs(db: Database) -> None:
-    """A purchase that upgrades a member while the tier job waits for the member's row is kept."""
-    if db.dialect != "postgresql":
-        pytest.skip("SQLite runs one writer at a time: the job and a purchase cannot interleave")
-    world = await make_world(db)
-    member = (await members.create_member(db, world.tenant_id, now=NOW)).id
-    # No tier yet: the job sees the member as one to set (to bronze) when it starts.
-    async with db.driver_connection() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        # A purchase in flight: it holds the member's row while it books 1,500 points and the upgrade.
-        await conn.execute("SELECT id FROM members WHERE id = $1 FOR UPDATE", member)
-        job = asyncio.create_task(jobs.evaluate_tiers(db, world.tenant_id, now=NOW + timedelta(minutes=1)))
-        for _ in range(500):  # until the job waits for the row (pg_locks is live, unlike pg_stat_activity)
-            waiting = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            if waiting:
-                break
-            await asyncio.sleep(0.01)
-        assert waiting, "the tier job never waited for the member's row"
-        await conn.execute(
-            "INSERT INTO transactions (tenant_id, member_id, outlet_id, external_id, channel, occurred_at,"
-            " posted_at, program_version_id, amount, points, amount_refunded, points_refunded, evaluation)"
-            " VALUES ($1, $2, $3, 'upgrade', 'till', $4, $4, $5, 150000, 1500, 0, 0, '{}')",
-            world.tenant_id,
-            member,
-            world.outlet_id,
-            NOW,
-            world.version_id,
-        )
-        await conn.execute(
-            "UPDATE members SET tier = 'silver', revision = revision + 1 WHERE id = $1", member
-        )
-        await tx.commit()
-    await job
-    assert (await members.get_member(db, world.tenant_id, member)).tier == "silver"
 
 
 async def test_a_refund_takes_from_the_purchases_own_lot_once(world: World) -> None:
