@@ -18,6 +18,7 @@ from loyalty import audit
 from loyalty.cards.numbers import make_card_number, parse_card_number
 from loyalty.db import Database
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
+from loyalty.ledger.reads import MemberRow
 from loyalty.models import Card, CardBatch, Member, Tenant
 
 #: Most cards one batch prints: a sheet run for an outlet, not a bulk export.
@@ -43,6 +44,23 @@ class CardView:
     state: str
     member_id: int | None
     outlet_id: int | None
+
+
+def view_of(row: MemberRow) -> MemberView:
+    """The figures of a member a ledger operation read, as its booking left them (the holder's
+    balances move with the booking's moves)."""
+    h = row.holder
+    return MemberView(
+        h.id,
+        row.tier,
+        h.available,
+        h.pending,
+        h.debt,
+        row.visits,
+        row.last_visit_at,
+        row.enrolled_at,
+        row.tags,
+    )
 
 
 def member_view(m: Member) -> MemberView:

@@ -22,7 +22,7 @@ from loyalty.db import Database
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotAllowed, NotFound
 from loyalty.ledger import REDEEMED, Booking, Duplicate, Lot, reads, run
 from loyalty.ledger.store import Unit
-from loyalty.members import MemberView
+from loyalty.members import MemberView, view_of
 
 #: Longest redemption id a till may send.
 MAX_EXTERNAL_ID = 300
@@ -69,21 +69,6 @@ def _tier_allows(program: rules.CheckedProgram, min_tier: str | None, tier: str 
     names = [lv.name for lv in tiers.levels(program)]
     mine = tiers.known_tier(program, tier) or (names[0] if names else None)
     return mine is not None and min_tier in names and names.index(mine) >= names.index(min_tier)
-
-
-def _view(member: reads.MemberRow) -> MemberView:
-    h = member.holder
-    return MemberView(
-        h.id,
-        member.tier,
-        h.available,
-        h.pending,
-        h.debt,
-        member.visits,
-        member.last_visit_at,
-        member.enrolled_at,
-        member.tags,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +168,7 @@ async def _redeem_unit(
     if earlier is not None:
         if (earlier.member_id, earlier.reward_code) != (member_id, reward_code):
             raise Conflict(f"redemption id {external_id!r} was used for another redemption at this outlet")
-        return Redeemed(earlier, _view(member))
+        return Redeemed(earlier, view_of(member))
     _, program = await programs.in_force(unit, tenant_id, now)
     reward = _reward(program, reward_code)
     if reward.cost is None:
@@ -220,7 +205,7 @@ async def _redeem_unit(
     draws = booking.draw(holder, lots, cost, counter=REDEEMED, cause="redemption", ref_id=redemption_id)
     done = Redeemed(
         RedemptionResult(redemption_id, member_id, reward_code, cost, tuple(draws), holder.available),
-        _view(member),
+        view_of(member),
     )
     record = answer.row(done) if answer is not None else None
     if record is not None:

@@ -30,7 +30,7 @@ from loyalty.db import Database
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.ledger import DEBT, ISSUED, Booking, Duplicate, Lot, reads, run
 from loyalty.ledger.store import Unit
-from loyalty.members import MemberView
+from loyalty.members import MemberView, view_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ async def _refund_unit(
             result = await _replay(unit, tenant_id, transaction_id, member.holder.id, done)
             if lines is not None and dict(lines) != result.lines:
                 raise Conflict(f"refund id {external_id!r} was used for other lines of this purchase")
-            return Refunded(result, _view(member))
+            return Refunded(result, view_of(member))
     _, tx_points, tx_points_refunded, version_id, evaluation, occurred_at = head
     items = await unit.fetch(_ITEMS, tenant_id, transaction_id)
     by_line = {r[1]: r for r in items}
@@ -204,7 +204,7 @@ async def _refund_unit(
         amount,
         {line: q for line, q in sorted(wanted.items())},
     )
-    refunded = Refunded(result, _view(member))
+    refunded = Refunded(result, view_of(member))
     record = answer.row(refunded) if answer is not None else None
     if record is not None:
         booking.insert("idempotency_records", record)
@@ -212,21 +212,6 @@ async def _refund_unit(
     if answer is not None and record is not None:
         answer.stored(record)
     return refunded
-
-
-def _view(member: reads.MemberRow) -> MemberView:
-    h = member.holder
-    return MemberView(
-        h.id,
-        member.tier,
-        h.available,
-        h.pending,
-        h.debt,
-        member.visits,
-        member.last_visit_at,
-        member.enrolled_at,
-        member.tags,
-    )
 
 
 async def _take_back(

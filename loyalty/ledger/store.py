@@ -13,7 +13,9 @@ its effect on a :class:`~loyalty.ledger.book.Booking` and hands that to ``unit.a
 * **PostgreSQL, optimistic** (``run(..., optimistic=True)``): no transaction around the reads; the
   booking is one statement, its own transaction, that writes only if every member it changes still
   has the revision that was read. Otherwise it writes nothing and raises :class:`Stale`, and the
-  operation runs again, locked. A till post is then two round trips: one read, one write.
+  operation runs again, locked (as it does when its reads did not agree with each other and the
+  booking refused to add up). A till post is then two round trips: one read, one write. Bookings of
+  concurrent optimistic units are committed in groups (:class:`GroupCommit`).
 
 Statements below the ORM: SQLAlchemy Core through the async session cost a posting ~12 round trips
 and 2.5 ms of CPU (``bench_storage``: 233 postings/s against 626 for the bare driver writing the
