@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,6 +34,9 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Requests per second one API key (or, without a key, one address) may make, per worker process.
 DEFAULT_RATE_LIMIT = 200
 
+#: How often expired rate-limit counters are dropped from memory.
+SWEEP_SECONDS = 10.0
+
 Clock = Callable[[], datetime]
 
 
@@ -45,26 +51,108 @@ def health() -> dict[str, str]:
 
 
 JSON_TYPES = ("application/json",)
+#: Request headers a client may send once only: with two, which one counts would be a guess.
+SINGLE_HEADERS = ("idempotency-key", "authorization", "content-type")
 
 
-async def _require_json(request: Request[Any, Any, Any]) -> None:
-    """A body sent to a JSON endpoint must say it is JSON (program documents take YAML too)."""
-    if request.method not in ("POST", "PUT", "PATCH") or request.route_handler.opt.get("document"):
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a NUL character, else None. PostgreSQL cannot
+    store NUL in text and SQLite would store it, so it is refused at the door on both."""
+    if isinstance(value, str):
+        return path or "body" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            found = _nul_at(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_at(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+async def _screen(request: Request[Any, Any, Any]) -> None:
+    """What every request must be before a handler reads it: headers that count sent once, no NUL
+    character anywhere in its text, and a JSON body declared as JSON (program documents take YAML)."""
+    for name in SINGLE_HEADERS:
+        values = request.headers.getall(name, [])
+        # A proxy (or a test client) joins repeated headers into one, comma-separated: a comma in an
+        # Idempotency-Key therefore means two keys, and which one counts would be a guess.
+        if len(values) > 1 or (name == "idempotency-key" and values and "," in values[0]):
+            raise problems.Problem(problems.BAD_REQUEST, f"send the {name.title()} header once")
+    if "\x00" in request.url.path or "\x00" in request.url.query or "%00" in request.url.query:
+        raise problems.Problem(problems.INVALID, "the address must not contain NUL characters")
+    if request.method not in ("POST", "PUT", "PATCH"):
         return
     if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return
+    if request.route_handler.opt.get("document"):
+        if b"\x00" in await request.body():
+            raise problems.Problem(problems.INVALID, "the document must not contain NUL characters")
         return
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in JSON_TYPES and not media.endswith("+json"):
         raise problems.Problem(problems.UNSUPPORTED, "send the body as application/json")
+    try:
+        body = await request.json()
+    except Exception:
+        return
+    where = _nul_at(body)
+    if where is not None:
+        raise problems.Problem(
+            problems.INVALID,
+            f"{where}: text must not contain NUL characters",
+            errors=[{"field": where, "source": "body", "message": "must not contain NUL characters"}],
+        )
+
+
+#: Paths that carry a customer's card token (a credential): /v1/cards/<token>/..., /c/<token>.
+_TOKEN_IN_PATH = re.compile(r"^(/v1/cards/|/c/)[^/?#]+")
+
+
+def redact_path(path: str) -> str:
+    """The path as a log may show it: a card token replaced by ``<token>``."""
+    return _TOKEN_IN_PATH.sub(r"\1<token>", path)
+
+
+class RedactTokens(logging.Filter):
+    """Keeps card tokens out of uvicorn's access log (its record's third argument is the path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_path(args[2]), *args[3:])
+        return True
+
+
+def _redact_access_log() -> None:
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access_log.filters):
+        access_log.addFilter(RedactTokens())
 
 
 def _caller_identity(request: Request[Any, Any, Any]) -> str:
-    """Rate limits count per API key (its public id), else per client address."""
+    """Whose budget a request spends: a key's own once that key has been verified (its token is in
+    the key cache), else the client address's. An unverified token, forged or not, never counts
+    against the key it names, and a flood of fake keys is limited like any other anonymous traffic."""
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    parsed = access.parse_token(token)
-    if parsed is not None:
-        return f"key:{parsed[0]}"
+    principal = request.app.state.authenticate.peek(token) if token else None
+    if principal is not None:
+        return f"key:{principal.key_id}"
     return f"addr:{request.client.host if request.client else 'unknown'}"
+
+
+async def _sweep(store: MemoryStore) -> None:
+    """Forget expired rate-limit counters now and then: the store drops them only when read again,
+    so identities seen once (an address, say) would otherwise stay for the life of the process."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        await store.delete_expired()
 
 
 def create_app(
@@ -87,11 +175,14 @@ def create_app(
         app.state.db = Database.from_url(database_url)
         if app.state.secrets is None:
             app.state.secrets = load_secrets()
+        sweeper = asyncio.create_task(_sweep(app.stores.get("rate_limit")))
         try:
             yield
         finally:
+            sweeper.cancel()
             await app.state.db.dispose()
 
+    _redact_access_log()
     limit = rate_limit or int(os.environ.get("LOYALTY_RATE_LIMIT", DEFAULT_RATE_LIMIT))
     app = Litestar(
         route_handlers=[
@@ -107,7 +198,7 @@ def create_app(
         ],
         template_config=TEMPLATES,
         exception_handlers={Exception: problems.handle},
-        before_request=_require_json,
+        before_request=_screen,
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
         middleware=[

@@ -47,6 +47,11 @@ class KeyCache:
         self._ttl = ttl
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
+    def peek(self, token: str) -> Principal | None:
+        """The caller behind ``token`` if it was verified within the TTL; never asks the database."""
+        hit = self._entries.get(token)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     async def __call__(self, token: str) -> Principal | None:
         now = time.monotonic()
         hit = self._entries.get(token)

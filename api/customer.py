@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
+from litestar.datastructures import CacheControlHeader
 from litestar.params import PathParameter, QueryParameter
 
 from api.context import db_of, now_of, secrets_of
@@ -22,6 +23,8 @@ async def _member(request: Request[Any, Any, Any], token: str) -> tuple[int, int
 class CustomerController(Controller):
     path = "/v1/cards/{token:str}"
     tags = ["customer"]
+    #: A member's balance and history are theirs: no browser or proxy may keep a copy.
+    cache_control = CacheControlHeader(no_store=True)
 
     @get("/balance", operation_id="customerBalance")
     async def balance(

@@ -7,7 +7,7 @@ replayed.
 Ledger writes (post, refund, redeem, cancel) receive an :class:`~loyalty.access.Answer` and record
 the response in the same database transaction as the write: a retry after a commit always replays
 it, a retry after a crash before the commit runs afresh, and a server error leaves nothing to clean
-up. Other writes (binding a blank card) claim the key first and store the answer afterwards.
+up. Binding a blank card, idempotent in itself, records its answer after the write.
 """
 
 from __future__ import annotations
@@ -91,41 +91,25 @@ async def idempotent(
     return Response(recorded[1].encode(), status_code=recorded[0], media_type="application/json")
 
 
-async def claimed(
+async def idempotent_by_nature(
     request: Request[Any, Any, Any], run: Callable[[], Awaitable[Any]], status_code: int = 201
 ) -> Response[Any]:
-    """For writes outside the ledger: claim the key, run, store the answer (a server error releases
-    the claim, so that the till may retry)."""
+    """For a write outside the ledger that is idempotent in itself (binding a blank card: a second
+    run finds the card bound and answers the same): replay a recorded answer, else run and record
+    the answer. Nothing is claimed beforehand, so a failure (the database away) leaves nothing that
+    would hold up a retry."""
     answer = await _answer(request, status_code, lambda result: result)
-    state = request.app.state
-    replay = await access.claim(
-        state.db,
-        tenant_id=answer.tenant_id,
-        api_key_id=answer.api_key_id,
-        key=answer.key,
-        fingerprint=answer.fingerprint,
-        now=answer.now,
-    )
-    if replay is not None:
-        return _replayed(replay)
+    db = request.app.state.db
     try:
+        await access.prior_answer(db, answer)
         payload = await run()
+    except access.AlreadyAnswered as done:
+        return _replayed(done.replay)
     except Exception as exc:
         refusal = problems.handle(request, exc)
-        if refusal.status_code >= 500:
-            await access.release(state.db, api_key_id=answer.api_key_id, key=answer.key)
-            return refusal
-        body = encode_json(refusal.content)
-        await access.complete(
-            state.db,
-            api_key_id=answer.api_key_id,
-            key=answer.key,
-            status_code=refusal.status_code,
-            body=body.decode(),
-        )
+        if 400 <= refusal.status_code < 500 and not isinstance(exc, _ABOUT_THE_KEY):
+            await access.record_answer(db, answer, refusal.status_code, encode_json(refusal.content).decode())
         return refusal
     body = encode_json(payload)
-    await access.complete(
-        state.db, api_key_id=answer.api_key_id, key=answer.key, status_code=status_code, body=body.decode()
-    )
+    await access.record_answer(db, answer, status_code, body.decode())
     return Response(body, status_code=status_code, media_type="application/json")

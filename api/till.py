@@ -6,12 +6,13 @@ import hashlib
 from typing import Any
 
 from litestar import Controller, Request, Response, post
+from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
 from api import schemas
 from api.auth import Principal, requires
 from api.context import caller, db_of, now_of, secrets_of
-from api.idempotency import IdempotencyKey, claimed, idempotent
+from api.idempotency import IdempotencyKey, idempotent, idempotent_by_nature
 from loyalty import lookup, members, posting, redemptions, refunds
 from loyalty.access import Answer
 from rules.context import Item
@@ -33,6 +34,8 @@ class TillController(Controller):
     path = "/v1/till"
     tags = ["till"]
     guards = [requires("cashier")]
+    #: Answers carry a member's balance: never cached by a browser or proxy.
+    cache_control = CacheControlHeader(no_store=True)
 
     @post("/lookup", operation_id="tillLookup", status_code=200)
     async def lookup_card(
@@ -60,7 +63,7 @@ class TillController(Controller):
             )
             return {"card": number, "member": member}
 
-        return await claimed(request, run)
+        return await idempotent_by_nature(request, run)
 
     @post("/transactions", operation_id="tillPostTransaction")
     async def post_transaction(

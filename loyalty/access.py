@@ -34,7 +34,6 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
@@ -365,85 +364,28 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
 
 
-async def claim(
-    db: Database, *, tenant_id: int, api_key_id: int, key: str, fingerprint: str, now: datetime
-) -> Replay | None:
-    """Claim ``key`` for a new request (returns None), or return the stored answer of the first one.
-
-    The claim commits in its own short transaction, so a concurrent retry sees it at once.
-    """
-    _check_key(key)
-    mine = (IdempotencyRecord.api_key_id == api_key_id) & (IdempotencyRecord.key == key)
-    row = {
-        "tenant_id": tenant_id,
-        "api_key_id": api_key_id,
-        "key": key,
-        "request_hash": fingerprint,
-        "status_code": None,
-        "response": None,
-        "created_at": now,
-        "expires_at": now + IDEMPOTENCY_TTL,
-    }
-    for _ in range(3):  # an expired record is removed and the key claimed again
-        async with db.write() as session:
-            # One statement: the unique (api key, key) index decides who claimed first.
-            claimed = await session.scalar(
-                _insert_if_new(db.dialect).values(row).returning(IdempotencyRecord.id)
-            )
-        if claimed is not None:
-            return None
-        async with db.read() as session:
-            existing = await session.scalar(select(IdempotencyRecord).where(mine))
-        if existing is None:
-            continue
-        if existing.expires_at < now:
-            async with db.write() as session:
-                await session.execute(
-                    delete(IdempotencyRecord).where(mine, IdempotencyRecord.expires_at < now)
+async def prior_answer(db: Database, answer: Answer) -> None:
+    """Before a write that is idempotent by nature (binding a blank card): raise the answer recorded
+    for this key (or a mismatch) if there is one; return when the request should run."""
+    async with db.read() as session:
+        row = (
+            await session.execute(
+                select(
+                    IdempotencyRecord.request_hash,
+                    IdempotencyRecord.status_code,
+                    IdempotencyRecord.response,
+                    IdempotencyRecord.created_at,
+                    IdempotencyRecord.expires_at,
+                ).where(
+                    IdempotencyRecord.tenant_id == answer.tenant_id,
+                    IdempotencyRecord.api_key_id == answer.api_key_id,
+                    IdempotencyRecord.key == answer.key,
                 )
-            continue
-        if existing.request_hash != fingerprint:
-            raise IdempotencyMismatch("this Idempotency-Key was already used with a different request")
-        if existing.status_code is not None and existing.response is not None:
-            return Replay(existing.status_code, existing.response)
-        if existing.created_at + IDEMPOTENCY_LEASE < now:
-            # The first attempt died without answering: this retry takes over its claim.
-            async with db.write() as session:
-                taken = await session.execute(
-                    update(IdempotencyRecord)
-                    .where(
-                        IdempotencyRecord.id == existing.id,
-                        IdempotencyRecord.status_code.is_(None),
-                        IdempotencyRecord.created_at == existing.created_at,
-                    )
-                    .values(created_at=now)
-                )
-            if taken.rowcount == 1:  # type: ignore[attr-defined]
-                return None
-        raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
-    raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
-
-
-async def complete(db: Database, *, api_key_id: int, key: str, status_code: int, body: str) -> None:
-    """Store the answer of a claimed request (after its own transaction committed)."""
-    async with db.write() as session:
-        await session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key)
-            .values(status_code=status_code, response=body)
-        )
-
-
-async def release(db: Database, *, api_key_id: int, key: str) -> None:
-    """Forget a claim whose request failed without an answer worth replaying, so the client may retry."""
-    async with db.write() as session:
-        await session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.api_key_id == api_key_id,
-                IdempotencyRecord.key == key,
-                IdempotencyRecord.status_code.is_(None),
             )
-        )
+        ).first()
+    # Only a finished answer counts: the write may run again, and doing so changes nothing.
+    if row is not None and row[1] is not None:
+        answer.judge(row, answer.now)
 
 
 async def purge_expired(db: Database, now: datetime) -> int:
@@ -460,12 +402,10 @@ __all__ = [
     "KeyInfo",
     "NewKey",
     "Replay",
-    "claim",
-    "complete",
     "create_key",
     "list_keys",
+    "prior_answer",
     "purge_expired",
-    "release",
     "revoke_key",
     "verify_key",
 ]

@@ -36,6 +36,7 @@ from loyalty.cards.errors import CardError
 from loyalty.db import Database
 from loyalty.errors import LoyaltyError, NotFound
 from loyalty.models import Card, Tenant
+from loyalty.private import write_private
 
 T = TypeVar("T")
 
@@ -928,7 +929,7 @@ def cards_batch(
             ), len(cards)
 
     pdf, n = _run(go())
-    out_file.write_bytes(pdf)
+    write_private(out_file, pdf)
     out.print(f"{out_file}: {n} cards for {outlet}")
 
 

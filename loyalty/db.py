@@ -31,6 +31,8 @@ from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from loyalty.private import touch_private
+
 DEFAULT_URL = "sqlite+aiosqlite:///loyalty.db"
 #: How long a SQLite writer waits for the lock before failing (ms): longer than any single posting.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -89,6 +91,9 @@ def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
         connect_args.setdefault("server_settings", {}).setdefault("plan_cache_mode", PLAN_CACHE_MODE)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
+        path = engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            touch_private(Path(path))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine

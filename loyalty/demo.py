@@ -47,6 +47,7 @@ from loyalty.db import Database, upgrade_async
 from loyalty.errors import LoyaltyError
 from loyalty.ledger import audit as ledger_audit
 from loyalty.models import Card, Member
+from loyalty.private import private_dir, write_private
 from loyalty.secrets import init_secrets, load_secrets
 
 PROGRAM = Path(__file__).resolve().parent.parent / "examples" / "coalition.yaml"
@@ -129,7 +130,7 @@ class _Shopper:
 
 
 def _reset(cfg: DemoConfig) -> None:
-    cfg.directory.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.directory)
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{cfg.database}{suffix}").unlink(missing_ok=True)
 
@@ -533,7 +534,7 @@ async def _till(
     out.print(f"  rewards in reach: {', '.join(reach) or 'none yet'}")
 
     png = cfg.directory / "demo-card.png"
-    png.write_bytes(qr_png(url))
+    write_private(png, qr_png(url))
     batch = await members.issue_cards(
         db, t, 10, actor=ACTOR, now=now, outlet_id=world.outlets["cafe-altstadt"]
     )
@@ -554,7 +555,7 @@ async def _till(
         label="demo batch",
     )
     pdf = cfg.directory / "demo-cards.pdf"
-    pdf.write_bytes(sheet)
+    write_private(pdf, sheet)
     out.print(f"\nCard QR code:  {png.resolve()}")
     out.print(f"Card batch:    {pdf.resolve()} ({len(batch)} blank cards for Café Lindenblatt Altstadt)")
     world.cards = [token]

@@ -107,17 +107,18 @@ async def _check_refs(
         is None
     ):
         raise NotFound(f"outlet {outlet_id} not found")
-    if (
-        transaction_id is not None
-        and await unit.fetchval(
-            "SELECT id FROM transactions WHERE tenant_id = $1 AND member_id = $2 AND id = $3",
-            tenant_id,
-            member_id,
-            transaction_id,
-        )
-        is None
-    ):
-        raise NotFound(f"transaction {transaction_id} not found for this member")
+    if transaction_id is None:
+        return
+    # A redemption made at an outlet may only name a purchase made there (as for refunds): another
+    # outlet's receipt is as unknown to this till as another member's.
+    sql = "SELECT id FROM transactions WHERE tenant_id = $1 AND member_id = $2 AND id = $3"
+    args: tuple[int, ...] = (tenant_id, member_id, transaction_id)
+    if outlet_id is not None:
+        sql, args = sql + " AND outlet_id = $4", (*args, outlet_id)
+    found = await unit.fetchval(sql, *args)
+    if found is None:
+        where = "at this outlet" if outlet_id is not None else "for this member"
+        raise NotFound(f"transaction {transaction_id} not found {where}")
 
 
 _EARLIER = (

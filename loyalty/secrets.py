@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ class MasterKey:
     not_after: datetime | None = None
 
 
+#: Tenants' key rings kept per process (deriving one costs an HMAC per master key).
+RING_CACHE_SIZE = 1024
+
+
 class Secrets:
     """The loaded master keys; builds (and remembers) each tenant's key ring."""
 
@@ -41,17 +46,15 @@ class Secrets:
         if not keys:
             raise InvalidInput("the secrets file holds no card keys")
         self.keys = keys
-        self._rings: dict[int, KeyRing] = {}
+        # Bounded: a forged customer token may claim any tenant id, and each would otherwise stay.
+        self.ring = lru_cache(maxsize=RING_CACHE_SIZE)(self._ring)
 
-    def ring(self, tenant_id: int) -> KeyRing:
-        ring = self._rings.get(tenant_id)
-        if ring is None:
-            ring = KeyRing(
-                tenant_id,
-                [SigningKey(k.id, derive(k.secret, tenant_id), k.state, k.not_after) for k in self.keys],
-            )
-            self._rings[tenant_id] = ring
-        return ring
+    def _ring(self, tenant_id: int) -> KeyRing:
+        """Tenant ``tenant_id``'s key ring (derived from the master keys; remembered by ``ring``)."""
+        return KeyRing(
+            tenant_id,
+            [SigningKey(k.id, derive(k.secret, tenant_id), k.state, k.not_after) for k in self.keys],
+        )
 
 
 def derive(master: bytes, tenant_id: int) -> bytes:

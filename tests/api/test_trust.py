@@ -1,0 +1,273 @@
+"""The findings of the security and chaos probe (issue 12), each as a test that failed before its fix.
+
+Each test names the finding it holds to: 1 rate limits by verified key, 2 basket bounds, 3 bounded
+memory without authentication, 4 NUL characters, 5 database outage, 6 the occurred_at window,
+7 append-only tables, 8 a redemption linked to another outlet's purchase, 9 a repeated
+Idempotency-Key header, 10 private files, redacted logs and no-store answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import secrets as secrets_module
+import stat
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import RedactTokens, create_app, redact_path
+from loyalty.cards.tokens import sign_token
+from loyalty.db import Database
+from loyalty.private import private_dir, write_private
+from loyalty.secrets import Secrets, init_secrets, load_secrets
+
+from .conftest import Api, build_tenant
+from .helpers import Seed, assert_problem, idem, open_world, purchase, seed, snapshot
+
+World = tuple[Api, Seed]
+
+
+@pytest.fixture(scope="module", params=("sqlite", "postgresql"))
+def world(request: pytest.FixtureRequest, secrets: Secrets) -> Iterator[World]:
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    with open_world(url, secrets) as api:
+        yield api, seed(api, secrets, "a")
+
+
+def _unchanged(world: World) -> Any:
+    api, s = world
+    before = snapshot(api, api.a, s)
+
+    def check() -> None:
+        assert snapshot(api, api.a, s) == before, "a refused request changed stored state"
+
+    return check
+
+
+# --- 1: rate limits count per verified key, else per client address ---------------------------------
+
+
+def test_1_a_forged_token_naming_a_real_key_never_spends_that_keys_budget(
+    sqlite_url: str, secrets: Secrets
+) -> None:
+    """`Bearer lk_<a real key's id>_garbage` counts against the sender's address, not the key: the
+    till whose key it names keeps working; fresh fake ids are limited too (and the limited ones cost
+    no key lookup)."""
+    t = asyncio.run(build_tenant(sqlite_url, secrets, f"rl{secrets_module.token_hex(3)}"))
+    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=5, key_cache_seconds=30)
+    till_key_id = t.keys["cashier"].split("_")[1]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code == 200
+        forged = [
+            client.post(
+                "/v1/till/lookup",
+                json={"code": t.card},
+                headers={"Authorization": f"Bearer lk_{key_id}_{'x' * 40}"},
+            ).status_code
+            for key_id in [till_key_id] * 10 + [str(10**12 + i) for i in range(10)]
+        ]
+        assert set(forged) <= {401, 429} and 429 in forged, forged
+        # The verified till has its own budget, untouched by the forgeries.
+        real = [
+            client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code
+            for _ in range(3)
+        ]
+        assert real == [200] * 3, real
+
+
+# --- 3: memory stays flat whatever unauthenticated clients send ---------------------------------------
+
+#: Requests of the memory test (`make soak` sends 100,000).
+MEMORY_REQUESTS = int(os.environ.get("TRUST_MEMORY_REQUESTS", "4000"))
+
+
+def test_3_forged_tokens_and_fake_keys_leave_memory_flat(
+    sqlite_url: str, secrets: Secrets, tmp_path: Path
+) -> None:
+    """Customer tokens signed with a foreign key for ever new tenant ids, and API keys with ever new
+    ids: after a warm-up that fills every bounded cache, memory does not grow with the requests."""
+    other = load_secrets(init_secrets(tmp_path / "foreign-secrets.json"))
+    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=10**9)
+    now = datetime.now(UTC)
+    warmup = 1500  # above the key-ring cache (1,024 tenants)
+
+    def send(client: TestClient[Any], i: int) -> None:
+        token = sign_token(other.ring(10**6 + i), 1, now=now)
+        r = client.get(f"/v1/cards/{token}/balance")
+        assert r.status_code == 404, r.text
+        r = client.get("/v1/admin/keys", headers={"Authorization": f"Bearer lk_{10**9 + i}_{'y' * 40}"})
+        assert r.status_code == 401, r.text
+
+    tracemalloc.start()  # before the warm-up: what a bounded cache replaces must have been traced
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            for i in range(warmup):
+                send(client, i)
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(warmup, warmup + MEMORY_REQUESTS):
+                send(client, i)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    per_request = grown / MEMORY_REQUESTS
+    # Before the fix: ~900 B per request (a key ring per claimed tenant, a limiter entry per fake key).
+    assert per_request < 50, (
+        f"memory grew {grown} B over {MEMORY_REQUESTS} requests ({per_request:.0f} B each)"
+    )
+
+
+# --- 4: NUL characters are refused on both databases ----------------------------------------------
+
+
+def _nul_requests(api: Api, s: Seed) -> dict[str, Any]:
+    a, c = api.a, api.client
+    nul = "a\x00b"
+    item = {"sku": "LATTE", "category": "coffee", "quantity": 1, "unit_price": 450}
+    return {
+        "sku": c.post(
+            "/v1/till/transactions",
+            json=purchase(s.number) | {"items": [item | {"sku": nul}]},
+            headers=a.headers(**idem()),
+        ),
+        "category": c.post(
+            "/v1/till/transactions",
+            json=purchase(s.number) | {"items": [item | {"category": nul}]},
+            headers=a.headers(**idem()),
+        ),
+        "external_id": c.post(
+            "/v1/till/transactions", json=purchase(s.number, external_id=nul), headers=a.headers(**idem())
+        ),
+        "reason": c.post(
+            f"/v1/admin/members/{s.member_id}/adjustments",
+            json={"points": 5, "reason": nul},
+            headers=a.headers("admin"),
+        ),
+        "partner": c.post(
+            "/v1/admin/partners", json={"code": "nul", "name": nul}, headers=a.headers("admin")
+        ),
+        "key": c.post("/v1/admin/keys", json={"role": "marketer", "name": nul}, headers=a.headers("admin")),
+        "redemption": c.post(
+            "/v1/till/redemptions",
+            json={"card": s.number, "reward": "COFFEE", "external_id": nul},
+            headers=a.headers(**idem()),
+        ),
+        "query": c.get(
+            "/v1/admin/reports/partners",
+            params={"since": "2026-01-01T00:00:00Z\x00", "until": "2026-02-01T00:00:00Z"},
+            headers=a.headers("admin"),
+        ),
+        "path": c.get("/v1/admin/cards/6012%0034", headers=a.headers("admin")),
+        "token": c.get("/v1/cards/%00abc/balance"),
+        "document": c.post(
+            "/v1/program/drafts",
+            content=b"program: x\x00\n",
+            headers=a.headers("marketer", **{"Content-Type": "application/yaml"}),
+        ),
+    }
+
+
+def test_4_a_nul_character_in_any_text_is_a_422_and_stores_nothing(world: World) -> None:
+    api, s = world
+    check = _unchanged(world)
+    misses = {}
+    for name, r in _nul_requests(api, s).items():
+        if r.status_code not in (404, 422) or not r.headers["content-type"].startswith("application/problem"):
+            misses[name] = f"{r.status_code} {r.text[:120]}"
+        elif name not in ("token", "path"):
+            assert r.status_code == 422, (name, r.text)
+    assert not misses, misses
+    check()
+
+
+# --- 8: a cashier links a redemption only to a purchase of their own outlet -------------------------
+
+
+def test_8_a_redemption_linked_to_another_outlets_purchase_is_a_404(world: World) -> None:
+    api, s = world
+    check = _unchanged(world)
+    r = api.client.post(
+        "/v1/till/redemptions",
+        json={"card": s.number, "reward": "COFFEE", "transaction_id": s.transaction_id},
+        headers={"Authorization": f"Bearer {api.a.other_cashier}", **idem()},
+    )
+    body = assert_problem(r, 404)
+    assert "outlet" in body["detail"]
+    check()
+
+
+# --- 9: an Idempotency-Key sent twice -----------------------------------------------------------------
+
+
+def test_9_two_idempotency_key_headers_are_a_400(world: World) -> None:
+    api, s = world
+    check = _unchanged(world)
+    headers = [
+        ("Authorization", f"Bearer {api.a.keys['cashier']}"),
+        ("Idempotency-Key", "first"),
+        ("Idempotency-Key", "second"),
+    ]
+    r = api.client.post("/v1/till/transactions", json=purchase(s.number), headers=headers)
+    body = assert_problem(r, 400)
+    assert "Idempotency-Key" in body["detail"]
+    check()
+
+
+# --- 10: private files, tokens out of logs, no-store on a member's answers ------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_10_a_new_sqlite_database_and_card_sheets_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "new" / "loyalty.db"
+        db = Database.from_url(f"sqlite+aiosqlite:///{target}")
+        asyncio.run(db.dispose())
+        assert _mode(target) == 0o600 and _mode(target.parent) == 0o700
+        sheet = write_private(tmp_path / "out" / "cards.pdf", b"%PDF-1.4")
+        assert _mode(sheet) == 0o600 and _mode(sheet.parent) == 0o700
+        assert _mode(private_dir(tmp_path / "d1" / "d2")) == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_10_card_tokens_never_reach_the_access_log() -> None:
+    assert redact_path("/v1/cards/AbC-123_x/balance") == "/v1/cards/<token>/balance"
+    assert redact_path("/c/AbC-123_x") == "/c/<token>"
+    assert redact_path("/v1/till/lookup") == "/v1/till/lookup"
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/v1/cards/SECRET-TOKEN/history?limit=5", "1.1", 200),
+        None,
+    )
+    assert RedactTokens().filter(record)
+    assert "SECRET-TOKEN" not in record.getMessage() and "<token>" in record.getMessage()
+    create_app(database_url="sqlite+aiosqlite:///:memory:")
+    assert any(isinstance(f, RedactTokens) for f in logging.getLogger("uvicorn.access").filters)
+
+
+def test_10_a_members_answers_are_never_cached(world: World) -> None:
+    api, s = world
+    for path in (f"/v1/cards/{s.token}/balance", f"/v1/cards/{s.token}/history"):
+        r = api.client.get(path)
+        assert r.status_code == 200 and r.headers.get("cache-control") == "no-store", (path, r.headers)
+    r = api.client.post("/v1/till/lookup", json={"code": s.number}, headers=api.a.headers())
+    assert r.status_code == 200 and r.headers.get("cache-control") == "no-store", r.headers
+    r = api.client.post("/v1/till/transactions", json=purchase(s.number), headers=api.a.headers(**idem()))
+    assert r.status_code == 201 and r.headers.get("cache-control") == "no-store", r.headers
