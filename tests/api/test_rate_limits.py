@@ -1,4 +1,5 @@
-"""Rate limits per API key: a 429 problem with Retry-After, and other keys unaffected."""
+"""Rate limits per verified API key (per address before the key is verified): a 429 problem with
+Retry-After, and other keys unaffected."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .conftest import build_tenant
 def test_a_key_over_its_limit_gets_429_with_retry_after(sqlite_url: str, secrets) -> None:  # type: ignore[no-untyped-def]
     """Past the per-second limit a key gets 429 problem JSON with Retry-After; another key still works."""
     t = asyncio.run(build_tenant(sqlite_url, secrets, "rl"))
-    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=5, key_cache_seconds=0)
+    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=5, key_cache_seconds=30)
     with TestClient(app) as client:
         statuses = [
             client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code
