@@ -19,6 +19,7 @@ import rules
 from loyalty import errors as domain
 from loyalty.access import IdempotencyInProgress, IdempotencyMismatch
 from loyalty.cards.errors import InvalidCardNumber, InvalidToken
+from loyalty.db import outage
 
 log = logging.getLogger("api")
 
@@ -63,6 +64,9 @@ IDEMPOTENCY_MISMATCH = ProblemType(
 )
 RATE_LIMITED = ProblemType(429, "rate-limited", "Too many requests")
 INTERNAL = ProblemType(500, "internal", "Internal error")
+UNAVAILABLE = ProblemType(503, "unavailable", "The service is unavailable for a moment")
+#: Seconds a client is asked to wait while the database is away.
+RETRY_AFTER_SECONDS = 5
 INSUFFICIENT_POINTS = ProblemType(409, "insufficient-points", "Not enough points")
 NOT_ALLOWED = ProblemType(409, "not-allowed", "Not allowed for this member now")
 INVALID_CARD = ProblemType(422, "invalid-card-number", "The card number is not valid")
@@ -82,6 +86,7 @@ _BY_STATUS = {
         INVALID,
         RATE_LIMITED,
         INTERNAL,
+        UNAVAILABLE,
     )
 }
 
@@ -207,6 +212,15 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
     for exc_type, translate in TABLE:
         if isinstance(exc, exc_type):
             return translate(exc)
+    reason = outage(exc)
+    if reason is not None:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+        return problem_response(
+            UNAVAILABLE,
+            "the database cannot be reached right now; retry shortly (a till write with the same"
+            " Idempotency-Key, which never books twice)",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(INTERNAL, "The server could not complete the request.")
 

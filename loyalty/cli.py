@@ -26,14 +26,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from typer.exceptions import TyperException
 
 import rules
 from loyalty import jobs, members, programs, reports, tenants, transactions
 from loyalty.baskets import Basket
 from loyalty.cards.errors import CardError
-from loyalty.db import Database
+from loyalty.db import Database, outage
 from loyalty.errors import LoyaltyError, NotFound
 from loyalty.models import Card, Tenant
 from loyalty.private import write_private
@@ -1057,6 +1057,14 @@ def demo(
     _run(demo_.run(config, out, show))
 
 
+def _database_error(exc: BaseException) -> str | None:
+    """A driver's error that is not an outage but still the database's (say, the database named in
+    the URL does not exist): its first line."""
+    if isinstance(exc, DBAPIError):
+        return (str(exc.orig or exc).splitlines() or ["?"])[0]
+    return None
+
+
 def main() -> None:
     """Console entry point: one-line errors, never a traceback for bad input."""
     try:
@@ -1066,7 +1074,9 @@ def main() -> None:
         sys.exit(1)
     except (OperationalError, ProgrammingError) as exc:
         # A database that is missing, unreachable or not migrated: say so in one line.
-        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc).splitlines()[0]
+        reason = outage(exc) or (
+            str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc).splitlines()[0]
+        )
         hint = (
             " (run `loyalty db upgrade`)" if "no such table" in reason or "does not exist" in reason else ""
         )
@@ -1080,6 +1090,13 @@ def main() -> None:
     except TyperException as exc:  # usage errors: unknown option, missing argument, ...
         err.print(f"loyalty: error: {exc.format_message()}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Any other database failure (refused, unreachable host, missing database): one line too.
+        failure = outage(exc) or _database_error(exc)
+        if failure is None:
+            raise
+        err.print(f"loyalty: error: database: {failure}", markup=False, soft_wrap=True)
+        sys.exit(1)
     # Without standalone mode, an Exit raised inside a command comes back as its status.
     sys.exit(status if isinstance(status, int) else 0)
 

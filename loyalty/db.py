@@ -18,17 +18,22 @@ from the same pool as the sessions.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from loyalty.private import touch_private
@@ -77,6 +82,73 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+#: A pooled connection idle longer than this is pinged before it is lent (one round trip): after a
+#: database restart the first request then gets a fresh connection instead of a dead one. Busy
+#: connections are not pinged, so the hot path keeps its round trips (pre-ping on every checkout
+#: would add one to every posting).
+IDLE_PING_SECONDS = float(os.environ.get("LOYALTY_DB_IDLE_PING_SECONDS", "1.0"))
+
+
+def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:
+        raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+
+def outage(exc: BaseException | None) -> str | None:
+    """Why the database cannot be used right now, if ``exc`` (or what caused it) says so: refused
+    or lost connections, a server shutting down or starting up, too many connections, a locked
+    SQLite file. None for every other error (those are bugs or bad input, not an outage)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        reason = _outage_reason(exc)
+        if reason is not None:
+            return reason
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+_OUTAGE_STATES = {"57P01", "57P02", "57P03", "53300"}  # shutdown, crash, starting up, too many clients
+_OUTAGE_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+}
+_OUTAGE_SQLITE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def _outage_reason(exc: BaseException) -> str | None:
+    first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return f"connection lost: {first_line}"
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return f"cannot connect: {first_line}"
+    if isinstance(exc, OSError) and (exc.errno in _OUTAGE_ERRNOS or "Connect call failed" in first_line):
+        return f"cannot connect: {first_line}"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _OUTAGE_STATES):
+        return first_line
+    name = type(exc).__name__
+    if name in ("ConnectionDoesNotExistError", "InternalClientError") or (
+        name == "InterfaceError" and "connection" in first_line.lower() and "closed" in first_line.lower()
+    ):
+        return f"connection lost: {first_line}"
+    if isinstance(exc, sqlite3.OperationalError) and first_line.lower().startswith(_OUTAGE_SQLITE):
+        return first_line
+    return None
+
+
 def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url`` with the pragmas and transaction hooks this package relies on."""
     url = database_url(url)
@@ -90,9 +162,14 @@ def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
         connect_args = kwargs.setdefault("connect_args", {})
         connect_args.setdefault("server_settings", {}).setdefault("plan_cache_mode", PLAN_CACHE_MODE)
     engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name != "sqlite":
+        event.listen(engine.sync_engine.pool, "checkin", _checked_in)
+        event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
     if engine.dialect.name == "sqlite":
         path = engine.url.database
-        if path and path != ":memory:" and not path.startswith("file:"):
+        # A new file is created private (0600) before SQLite would create it with the umask's mode;
+        # a missing folder stays an error (SQLite's "unable to open database file").
+        if path and path != ":memory:" and not path.startswith("file:") and Path(path).parent.is_dir():
             touch_private(Path(path))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -225,6 +302,19 @@ class Database:
         async with self._read() as session, session.begin():
             yield session
 
+    async def readiness(self) -> str | None:
+        """None when the database answers and its schema is at this code's latest migration, else
+        what is wrong (for a readiness probe: send no traffic here until it is None)."""
+        try:
+            async with self.engine.connect() as conn:
+                current = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar()
+        except Exception as exc:
+            return outage(exc) or f"schema not readable: {(str(exc).splitlines() or ['?'])[0]}"
+        head = head_revision()
+        if current != head:
+            return f"schema at migration {current}, this code needs {head} (run `loyalty db upgrade`)"
+        return None
+
     async def dispose(self) -> None:
         if self._sqlite_writer is not None:
             await self._sqlite_writer.close()
@@ -240,6 +330,16 @@ def alembic_config(url: str | None = None) -> Any:
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
     return config
+
+
+@cache
+def head_revision() -> str:
+    """The latest migration this code ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

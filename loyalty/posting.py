@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ from loyalty.ledger import ISSUED, Booking, Holder, Lot, reads
 from loyalty.ledger.store import Duplicate, Stale, Unit, run
 from loyalty.members import MemberView
 
+#: How far ahead of the server's clock a till's occurred_at may be (clocks drift; a receipt from
+#: the future would count as a visit that has not happened, and win-back rules would fire on it).
+MAX_CLOCK_SKEW = timedelta(seconds=int(os.environ.get("LOYALTY_MAX_CLOCK_SKEW_SECONDS", "300")))
 #: Longest external id a till may send (the column's size).
 MAX_EXTERNAL_ID = 100
 
@@ -69,13 +73,13 @@ class Receipt:
             raise InvalidInput(f"external_id must be 1 to {MAX_EXTERNAL_ID} characters")
         if self.occurred_at.tzinfo is None or self.occurred_at.utcoffset() is None:
             raise InvalidInput("occurred_at must carry a time zone")
-        if len(self.items) > rules.engine.MAX_ITEMS:
-            raise InvalidInput(f"a basket holds at most {rules.engine.MAX_ITEMS} lines")
         for i, item in enumerate(self.items):
-            if not 0 < item.quantity <= rules.engine.MAX_QUANTITY:
+            if item.quantity <= 0:
                 raise InvalidInput(f"item {i}: quantity must be 1 to {rules.engine.MAX_QUANTITY}")
-            if not 0 <= item.unit_price <= rules.engine.MAX_UNIT_PRICE:
-                raise InvalidInput(f"item {i}: unit_price must be 0 to {rules.engine.MAX_UNIT_PRICE}")
+        try:
+            rules.engine.check_basket(self.items)
+        except rules.EvaluationError as exc:
+            raise InvalidInput(str(exc)) from None
         if sum(x is not None for x in (self.member_id, self.card_id, self.card_number)) != 1:
             raise InvalidInput("give exactly one of member_id, card_number and card_id")
 
@@ -354,7 +358,9 @@ def book(
     policy = program.document.points
     amount = sum(i.unit_price * i.quantity for i in receipt.items)
     points = result.total
-    pending_until = receipt.occurred_at + timedelta(days=policy.pending_days)
+    # The return window runs from when the points were booked: a receipt sent late (an offline
+    # till) is as returnable as any other, so its points do not skip the pending time.
+    pending_until = max(receipt.occurred_at, now) + timedelta(days=policy.pending_days)
     expires_at = expiry_for(receipt.occurred_at, policy.expire_after_months, program.zone)
     state = "pending" if pending_until > now else "available"
     member_id = ctx.holder.id
@@ -747,6 +753,23 @@ async def _budgets(unit: Unit, tenant_id: int, program_id: int) -> dict[str, int
 # --- a till post ----------------------------------------------------------------------------------------
 
 
+async def _check_age(
+    unit: Unit, versions: Sequence[programs.Published], occurred_at: datetime, now: datetime
+) -> None:
+    """A till's receipt may be late (an offline till catching up), but not later than the program
+    in force now allows: InvalidInput beyond that. (A receipt booked before is refused too: its
+    retry is answered from the idempotency record, or it is a new attempt that should not book.)"""
+    try:
+        current = programs.published_at(versions, now)
+    except NotFound:
+        return
+    oldest = (await programs.program_of(unit, current)).document.points.max_receipt_age_days
+    if occurred_at < now - timedelta(days=oldest):
+        raise InvalidInput(
+            f"occurred_at is more than {oldest} days ago: older than this program accepts from a till"
+        )
+
+
 async def _post_unit(
     tenant_id: int, receipt: Receipt, now: datetime, answer: Answer | None, explain: bool, unit: Unit
 ) -> Posted:
@@ -754,6 +777,8 @@ async def _post_unit(
     versions, fresh = (
         (cached, False) if cached is not None else (await programs.published(unit, tenant_id), True)
     )
+    if receipt.occurred_at < now:
+        await _check_age(unit, versions, receipt.occurred_at, now)
     for _ in range(3):
         try:
             version = programs.published_at(versions, receipt.occurred_at)
@@ -859,6 +884,11 @@ async def post(
     first posting, marked ``replayed``; a blank card is bound to a new member on first use. The
     posting's evaluation carries the rule-by-rule explanation unless ``explain`` is false."""
     receipt.validate()
+    if receipt.occurred_at > now + MAX_CLOCK_SKEW:
+        raise InvalidInput(
+            f"occurred_at lies in the future (more than {MAX_CLOCK_SKEW.total_seconds():.0f} s after"
+            " the server's clock): check the till's clock"
+        )
     for _ in range(3):
         try:
             return await run(

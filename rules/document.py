@@ -45,6 +45,9 @@ class PointsPolicy(_Model):
     expire_after_months: int | None = Field(default=None, ge=1, le=240)
     pending_days: int = Field(default=0, ge=0, le=365)
     rounding: Literal["floor", "half_up", "ceil"] = "floor"
+    #: How late a till may send a receipt (an offline till catching up): an older one is refused.
+    #: History is brought in by the importer, which this does not limit.
+    max_receipt_age_days: int = Field(default=30, ge=0, le=3650)
 
 
 class TierLevel(_Model):
@@ -322,8 +325,21 @@ def parse_text(text: str) -> tuple[Any, Source]:
             raise ProgramError([Issue(f"syntax error: {exc}")]) from exc
         finally:
             constructor.dispose()
+    if _holds_nul(data):
+        # Text with NUL cannot be stored (PostgreSQL refuses it) and is never a real program's.
+        raise ProgramError([Issue("the document holds a NUL character (\\u0000) in a text")])
     src = _positions(node)
     return data, Source(text, src.values, src.keys)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _suggest(word: str, choices: list[str]) -> str | None:

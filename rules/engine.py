@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import linecache
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, localcontext
@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from rules import emit
-from rules.context import Event, Member, Outlet, Transaction
+from rules.context import Event, Item, Member, Outlet, Transaction
 from rules.errors import EvaluationError
 from rules.program import CheckedProgram, CheckedRule
 from rules.schema import NEVER_DAYS, WEEKDAYS
@@ -41,6 +41,13 @@ MAX_ITEMS = 1_000
 #: Largest quantity and unit price (minor units) of one line: absurd values are input errors.
 MAX_QUANTITY = 100_000
 MAX_UNIT_PRICE = 10**10
+#: Largest total (minor units) of one line, unit price times quantity, and of a whole basket: 100
+#: million in a two-decimal currency, far beyond any till receipt.
+MAX_LINE_TOTAL = 10**10
+MAX_BASKET_TOTAL = 10**10
+#: Most points one evaluation may award. A posting beyond it is refused rather than booked: a
+#: balance must stay far inside a 64-bit column (see loyalty.ledger.MAX_BALANCE).
+MAX_POINTS = 10**10
 #: Compiled programs kept in memory (each is a few kB of code).
 CACHE_SIZE = 256
 
@@ -470,7 +477,9 @@ class CompiledProgram:
             fn = self._fn
         with localcontext(DECIMAL_CONTEXT):
             raw = fn(tx, member, outlet, event, now or tx.time, budgets or _EMPTY_BUDGETS)
-        return Result(self, tx, member, member.tier or self._default_tier, raw)
+        result = Result(self, tx, member, member.tier or self._default_tier, raw)
+        check_points(result.total)
+        return result
 
 
 def _validate(tx: Transaction, member: Member, now: datetime | None) -> None:
@@ -482,13 +491,37 @@ def _validate(tx: Transaction, member: Member, now: datetime | None) -> None:
         value = getattr(member, name)
         if value is not None and (value.tzinfo is None or value.utcoffset() is None):
             raise EvaluationError(f"member.{name} must be timezone-aware")
-    if len(tx.items) > MAX_ITEMS:
+    check_basket(tx.items)
+
+
+def check_basket(items: Sequence[Item]) -> None:
+    """The bounds every basket keeps (EvaluationError naming the first line beyond one): lines,
+    quantity, unit price, line total and basket total. Tills, imports and simulations all pass here."""
+    if len(items) > MAX_ITEMS:
         raise EvaluationError(f"a basket holds at most {MAX_ITEMS} lines")
-    for i, item in enumerate(tx.items):
+    total = 0
+    for i, item in enumerate(items):
         if not 0 <= item.quantity <= MAX_QUANTITY:
             raise EvaluationError(f"item {i}: quantity must be between 0 and {MAX_QUANTITY}")
         if not 0 <= item.unit_price <= MAX_UNIT_PRICE:
             raise EvaluationError(f"item {i}: unit_price must be between 0 and {MAX_UNIT_PRICE} minor units")
+        line = item.unit_price * item.quantity
+        if line > MAX_LINE_TOTAL:
+            raise EvaluationError(
+                f"item {i}: unit_price x quantity is {line};"
+                f" a line totals at most {MAX_LINE_TOTAL} minor units"
+            )
+        total += line
+    if total > MAX_BASKET_TOTAL:
+        raise EvaluationError(f"the basket totals {total}; at most {MAX_BASKET_TOTAL} minor units")
+
+
+def check_points(points: int) -> None:
+    """Refuse an evaluation that awards more than MAX_POINTS (a typo'd price or a runaway rule)."""
+    if points > MAX_POINTS:
+        raise EvaluationError(
+            f"this basket would award {points} points; one posting awards at most {MAX_POINTS}"
+        )
 
 
 _cache: OrderedDict[str, CompiledProgram] = OrderedDict()

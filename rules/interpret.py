@@ -31,7 +31,7 @@ from typing import Any
 
 from rules import check as ir
 from rules.context import Event, Item, Member, Outlet, Transaction
-from rules.engine import DECIMAL_CONTEXT, MAX_ITEMS, MAX_QUANTITY, MAX_UNIT_PRICE
+from rules.engine import DECIMAL_CONTEXT, check_basket, check_points
 from rules.errors import EvaluationError
 from rules.program import CheckedProgram, CheckedRule
 from rules.schema import NEVER_DAYS, WEEKDAYS
@@ -312,13 +312,7 @@ def _validate(program: CheckedProgram, tx: Transaction, member: Member, now: dat
         raise EvaluationError("now must be timezone-aware")
     if not aware(member.last_visit_at) or not aware(member.enrolled_at):
         raise EvaluationError("member dates must be timezone-aware")
-    if len(tx.items) > MAX_ITEMS:
-        raise EvaluationError(f"a basket holds at most {MAX_ITEMS} lines")
-    for i, item in enumerate(tx.items):
-        if not 0 <= item.quantity <= MAX_QUANTITY:
-            raise EvaluationError(f"item {i}: quantity must be between 0 and {MAX_QUANTITY}")
-        if not 0 <= item.unit_price <= MAX_UNIT_PRICE:
-            raise EvaluationError(f"item {i}: unit_price out of range")
+    check_basket(tx.items)
     tiers = program.document.tiers
     if member.tier is not None and (tiers is None or member.tier not in {lvl.name for lvl in tiers.levels}):
         raise EvaluationError(f"member tier {member.tier!r} is not a tier of this program")
@@ -456,6 +450,7 @@ def _interpret(
     rounded = int(sum(exact, _ZERO).quantize(_ONE, rounding=rounding))
     tx_fixed = sum((int(s.points) for s in states if s.rule.kind == "points" and not s.rule.per_item), 0)
     total = rounded + sum(fixed) + tx_fixed
+    check_points(total)
 
     return Interpreted(
         total=total,

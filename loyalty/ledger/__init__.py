@@ -27,12 +27,15 @@ the database can hold them, by constraints):
 5. **Nothing below zero, debt first.** No balance, lot or counter goes below zero. A refund of points
    already spent becomes debt, and any points the member receives later pay that debt first: after
    every operation a member either owes nothing or holds no available points.
-6. **Append-only.** Entries and draws are only ever inserted; a correction is a new entry.
+6. **Append-only.** Entries and draws are only ever inserted; a correction is a new entry. The
+   database refuses an UPDATE or DELETE of either (triggers, migration 0004).
 7. **One operation, one write.** An operation's rows are written together: one statement on
    PostgreSQL, one transaction on SQLite. Its idempotency record, when a till sent a key, is part of
    that write, so an answer exists exactly when the write happened.
 8. **No lost updates.** A write happens only if every member it changes is still as it was read (the
    member row's ``revision``, or its row lock): two operations on one member never interleave.
+9. **Bounded.** No member holds more than ``MAX_BALANCE`` points (a booking beyond it is refused),
+   so no balance or sum of balances can overflow its 64-bit column.
 """
 
 from loyalty.ledger.book import (
@@ -42,10 +45,12 @@ from loyalty.ledger.book import (
     DEBT,
     EXPIRED,
     ISSUED,
+    MAX_BALANCE,
     MEMBER_ACCOUNTS,
     PENDING,
     PROGRAM_ACCOUNTS,
     REDEEMED,
+    BalanceLimit,
     Booking,
     BookingError,
     Holder,
@@ -61,10 +66,12 @@ __all__ = [
     "DEBT",
     "EXPIRED",
     "ISSUED",
+    "MAX_BALANCE",
     "MEMBER_ACCOUNTS",
     "PENDING",
     "PROGRAM_ACCOUNTS",
     "REDEEMED",
+    "BalanceLimit",
     "Booking",
     "BookingError",
     "Duplicate",

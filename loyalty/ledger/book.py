@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from loyalty.errors import InvalidInput
+
 AVAILABLE = "member_available"
 PENDING = "member_pending"
 DEBT = "member_debt"
@@ -31,6 +33,16 @@ ADJUSTED = "program_adjusted"
 MEMBER_ACCOUNTS = (AVAILABLE, PENDING, DEBT)
 PROGRAM_ACCOUNTS = (ISSUED, REDEEMED, EXPIRED, ADJUSTED)
 ACCOUNT_OF_STATE = {"pending": PENDING, "available": AVAILABLE}
+
+
+#: Most points (available and pending) one member may hold. A booking beyond it is refused, so the
+#: balance columns (64-bit) can never overflow, nor can a tenant's sum of them (a million members at
+#: the bound stay below 2**63): SQLite would otherwise turn an overflowing integer into a REAL.
+MAX_BALANCE = 10**12
+
+
+class BalanceLimit(InvalidInput):
+    """A booking would take a member beyond MAX_BALANCE (a client's error: a 422, nothing written)."""
 
 
 class BookingError(RuntimeError):
@@ -224,6 +236,10 @@ class Booking:
         """A new lot of ``points`` in ``state``, booked against the program account ``counter``."""
         if points <= 0:
             raise BookingError(f"a lot holds a positive number of points, not {points}")
+        if holder.available + holder.pending + points > MAX_BALANCE:
+            raise BalanceLimit(
+                f"member {holder.id} would hold more than {MAX_BALANCE} points; nothing was booked"
+            )
         if (transaction_id is None) == (adjustment_id is None):
             raise BookingError("a lot comes from exactly one transaction or adjustment")
         self.move(holder, cause, ref_id, {ACCOUNT_OF_STATE[state]: points, counter: -points})

@@ -55,7 +55,10 @@ class Tenant:
         return self.tokens[self.card]
 
 
-async def build_tenant(url: str, secrets: Secrets, code: str, card_prefix: str = "6012") -> Tenant:
+async def build_tenant(
+    url: str, secrets: Secrets, code: str, card_prefix: str = "6012", valid_from: datetime | None = None
+) -> Tenant:
+    """A tenant with the example program published (valid from ``valid_from``, default now)."""
     db = Database.from_url(url)
     now = datetime.now(UTC)
     try:
@@ -63,7 +66,8 @@ async def build_tenant(url: str, secrets: Secrets, code: str, card_prefix: str =
             db, code=code, name=f"Tenant {code}", card_prefix=card_prefix, now=now
         )
         draft = await programs.save_draft(db, t.id, PROGRAM, actor="test", now=now)
-        await programs.publish(db, t.id, draft.id, actor="test", now=now, valid_from=now)
+        since = valid_from or now
+        await programs.publish(db, t.id, draft.id, actor="test", now=since, valid_from=since)
         partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="test", now=now)
         outlet = await tenants.create_outlet(
             db, t.id, partner_id=partner.id, code="cafe-1", name="Café 1", actor="test", now=now

@@ -14,9 +14,10 @@ import logging
 import os
 import secrets as secrets_module
 import stat
+import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +233,10 @@ def _mode(path: Path) -> int:
 def test_10_a_new_sqlite_database_and_card_sheets_are_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        target = tmp_path / "new" / "loyalty.db"
+        target = tmp_path / "loyalty.db"
         db = Database.from_url(f"sqlite+aiosqlite:///{target}")
         asyncio.run(db.dispose())
-        assert _mode(target) == 0o600 and _mode(target.parent) == 0o700
+        assert _mode(target) == 0o600
         sheet = write_private(tmp_path / "out" / "cards.pdf", b"%PDF-1.4")
         assert _mode(sheet) == 0o600 and _mode(sheet.parent) == 0o700
         assert _mode(private_dir(tmp_path / "d1" / "d2")) == 0o700
@@ -271,3 +272,285 @@ def test_10_a_members_answers_are_never_cached(world: World) -> None:
     assert r.status_code == 200 and r.headers.get("cache-control") == "no-store", r.headers
     r = api.client.post("/v1/till/transactions", json=purchase(s.number), headers=api.a.headers(**idem()))
     assert r.status_code == 201 and r.headers.get("cache-control") == "no-store", r.headers
+
+
+# --- 5: the database away: 503 with Retry-After, readiness says so, recovery without a failed request ---
+
+
+def test_5_while_the_database_is_away_clients_get_503_with_retry_after(secrets: Secrets) -> None:
+    app = create_app(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:9/loyalty", secrets=secrets, key_cache_seconds=0
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/health").status_code == 200  # alive: the process answers
+        ready = client.get("/ready")
+        assert_problem(ready, 503)
+        assert int(ready.headers["retry-after"]) > 0
+        for r in (
+            client.get("/v1/admin/keys", headers={"Authorization": f"Bearer lk_1_{'z' * 40}"}),
+            client.post(
+                "/v1/till/transactions",
+                json=purchase("6012000000000000"),
+                headers={"Authorization": f"Bearer lk_1_{'z' * 40}", **idem()},
+            ),
+        ):
+            body = assert_problem(r, 503)
+            assert int(r.headers["retry-after"]) > 0 and "retry" in body["detail"], body
+
+
+def test_5_readiness_checks_the_schema_too(sqlite_url: str, tmp_path: Path, secrets: Secrets) -> None:
+    with TestClient(create_app(database_url=sqlite_url, secrets=secrets)) as client:
+        assert client.get("/ready").json() == {"status": "ready"}
+    empty = f"sqlite+aiosqlite:///{tmp_path / 'unmigrated.db'}"
+    with TestClient(create_app(database_url=empty, secrets=secrets), raise_server_exceptions=False) as client:
+        body = assert_problem(client.get("/ready"), 503)
+        assert "schema" in body["detail"], body
+
+
+def _terminate_backends(url: str) -> int:
+    """What a database restart does to every pooled connection of ``url``'s database."""
+    import asyncpg
+
+    name = url.rpartition("/")[2]
+
+    async def go() -> int:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    name,
+                )
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def test_5_after_a_restart_the_first_requests_get_fresh_connections(
+    postgresql_url: str, secrets: Secrets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pooled connection dies (as in a restart); once they have been idle a moment, requests
+    succeed at once: none fails on a dead connection."""
+    import loyalty.db
+
+    monkeypatch.setattr(loyalty.db, "IDLE_PING_SECONDS", 0.05)
+    t = asyncio.run(build_tenant(postgresql_url, secrets, f"rs{secrets_module.token_hex(3)}"))
+    app = create_app(database_url=postgresql_url, secrets=secrets, key_cache_seconds=0)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(3):  # fill the pool with a few connections
+            assert (
+                client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code == 200
+            )
+        assert _terminate_backends(postgresql_url) >= 1
+        time.sleep(0.2)
+        statuses = [
+            client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code,
+            client.post(
+                "/v1/till/transactions", json=purchase(t.card), headers=t.headers(**idem())
+            ).status_code,
+            client.get("/ready").status_code,
+        ]
+        assert statuses == [200, 201, 200], statuses
+
+
+def test_5_an_activation_cut_off_by_an_outage_can_be_retried_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binding a card fails because the database went away; the till's retry with the same key
+    binds it (before: a claim nobody could release answered 409 for 60 s)."""
+    from loyalty import access, members
+
+    api, _ = world
+    real = members.resolve_card
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    number = asyncio.run(_blank_card(api))
+    headers = api.a.headers(**idem())
+    monkeypatch.setattr(members, "resolve_card", refused)
+    monkeypatch.setattr(access, "release", refused, raising=False)
+    first = api.client.post("/v1/till/activations", json={"card": number}, headers=headers)
+    assert_problem(first, 503)
+    monkeypatch.setattr(members, "resolve_card", real)
+    retry = api.client.post("/v1/till/activations", json={"card": number}, headers=headers)
+    assert retry.status_code == 201, retry.text
+    again = api.client.post("/v1/till/activations", json={"card": number}, headers=headers)
+    assert again.status_code == 201 and again.json() == retry.json()
+
+
+async def _blank_card(api: Api) -> str:
+    from loyalty import members
+
+    db = Database.from_url(api.url)
+    try:
+        (number,) = await members.issue_cards(
+            db, api.a.id, 1, actor="test", now=datetime.now(UTC), outlet_id=api.a.outlet_id
+        )
+        return number
+    finally:
+        await db.dispose()
+
+
+# --- 2: named bounds on a basket and on the points one posting and one member may hold ---------------
+
+
+def test_2_a_basket_at_its_bounds_books_and_one_beyond_is_a_422(world: World) -> None:
+    from rules.engine import MAX_BASKET_TOTAL, MAX_LINE_TOTAL, MAX_QUANTITY
+
+    api, s = world
+    a, c = api.a, api.client
+    price = MAX_LINE_TOTAL // MAX_QUANTITY
+    at_bound = {"sku": "TV", "category": "goods", "quantity": MAX_QUANTITY, "unit_price": price}
+    beyond = {
+        "line": [at_bound | {"unit_price": price + 1}],
+        "basket": [
+            at_bound | {"quantity": MAX_QUANTITY // 2},
+            at_bound | {"quantity": MAX_QUANTITY // 2 + 1},
+        ],
+    }
+    check = _unchanged(world)
+    for name, items in beyond.items():
+        r = c.post(
+            "/v1/till/transactions", json=purchase(s.number) | {"items": items}, headers=a.headers(**idem())
+        )
+        body = assert_problem(r, 422)
+        assert "total" in body["detail"], (name, body)
+        sim = c.post(
+            f"/v1/program/versions/{s.draft_id}/simulations",
+            json={"basket": {"occurred_at": datetime.now(UTC).isoformat(), "items": items}},
+            headers=a.headers("marketer"),
+        )
+        assert_problem(sim, 422)
+    check()
+    assert sum(i["quantity"] * i["unit_price"] for i in beyond["basket"]) > MAX_BASKET_TOTAL
+    r = c.post(
+        "/v1/till/transactions", json=purchase(s.number) | {"items": [at_bound]}, headers=a.headers(**idem())
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["transaction"]["amount"] == MAX_LINE_TOTAL
+    # The whole tenant still reads: member view, reports, the ledger audit.
+    for path in (
+        f"/v1/admin/members/{s.member_id}",
+        "/v1/admin/reports/liability",
+        "/v1/admin/audit",
+    ):
+        got = c.get(path, headers=a.headers("admin"))
+        assert got.status_code == 200, (path, got.text)
+    assert c.get("/v1/admin/audit", headers=a.headers("admin")).json()["ok"] is True
+
+
+def test_2_a_posting_beyond_the_points_bound_is_a_422(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rules.engine
+
+    api, s = world
+    monkeypatch.setattr(rules.engine, "MAX_POINTS", 100)
+    check = _unchanged(world)
+    r = api.client.post(
+        "/v1/till/transactions", json=purchase(s.number, unit_price=50_000), headers=api.a.headers(**idem())
+    )
+    body = assert_problem(r, 422)
+    assert "points" in body["detail"], body
+    check()
+
+
+def test_2_no_member_is_taken_beyond_the_balance_bound(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound that keeps every balance (and a tenant's sum of them) inside 64 bits."""
+    import loyalty.ledger.book
+
+    api, s = world
+    monkeypatch.setattr(loyalty.ledger.book, "MAX_BALANCE", 1)
+    check = _unchanged(world)
+    r = api.client.post(
+        f"/v1/admin/members/{s.member_id}/adjustments",
+        json={"points": 5, "reason": "over the bound"},
+        headers=api.a.headers("admin"),
+    )
+    body = assert_problem(r, 422)
+    assert "more than" in body["detail"], body
+    r = api.client.post("/v1/till/transactions", json=purchase(s.number), headers=api.a.headers(**idem()))
+    assert_problem(r, 422)
+    check()
+
+
+# --- 6: occurred_at within a window: minutes ahead at most, and no older than the program allows ----
+
+
+def test_6_occurred_at_must_lie_within_the_programs_window(database_url: str, secrets: Secrets) -> None:
+    """Minutes ahead of the server's clock at most; no older than the program's
+    max_receipt_age_days (30 by default); a late receipt's points still wait out the return window."""
+    now = datetime.now(UTC)
+    t = asyncio.run(
+        build_tenant(
+            database_url, secrets, f"w{secrets_module.token_hex(3)}", valid_from=now - timedelta(days=90)
+        )
+    )
+    app = create_app(database_url=database_url, secrets=secrets, key_cache_seconds=0)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        before = c.get(f"/v1/admin/members/{t.member_id}", headers=t.headers("admin")).json()
+        for when in (now + timedelta(minutes=30), now + timedelta(days=365 * 100), now - timedelta(days=31)):
+            r = c.post(
+                "/v1/till/transactions", json=purchase(t.card, occurred_at=when), headers=t.headers(**idem())
+            )
+            body = assert_problem(r, 422)
+            assert "occurred_at" in body["detail"], body
+        assert c.get(f"/v1/admin/members/{t.member_id}", headers=t.headers("admin")).json() == before
+        late = c.post(
+            "/v1/till/transactions",
+            json=purchase(t.card, occurred_at=now - timedelta(days=20)),
+            headers=t.headers(**idem()),
+        )
+        assert late.status_code == 201, late.text
+        posted = late.json()
+        # The return window (14 days) runs from the posting, not from the receipt's date.
+        pending_until = datetime.fromisoformat(posted["transaction"]["pending_until"])
+        assert pending_until >= now + timedelta(days=14) - timedelta(minutes=1), pending_until
+        assert posted["balance"]["pending"] == posted["transaction"]["points"] > 0, posted
+        skewed = c.post(
+            "/v1/till/transactions",
+            json=purchase(t.card, occurred_at=now + timedelta(minutes=2)),
+            headers=t.headers(**idem()),
+        )
+        assert skewed.status_code == 201, skewed.text
+
+
+# --- 7: entries and draws are append-only in the database itself -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_entries SET amount = amount + 1",
+        "DELETE FROM ledger_entries",
+        "UPDATE lot_draws SET amount = amount + 1",
+        "DELETE FROM lot_draws",
+    ],
+)
+def test_7_the_database_refuses_to_change_entries_and_draws(world: World, statement: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    api, _ = world
+
+    async def go() -> tuple[Any, ...]:
+        db = Database.from_url(api.url)
+        table = statement.split()[1] if statement.startswith("UPDATE") else statement.split()[2]
+        count = f"SELECT count(*), coalesce(sum(amount), 0) FROM {table}"
+        try:
+            async with db.read() as session:
+                before = tuple((await session.execute(text(count))).one())
+            assert before[0] > 0, "the seed booked entries and draws"
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with db.write() as session:
+                    await session.execute(text(statement))
+            async with db.read() as session:
+                after = tuple((await session.execute(text(count))).one())
+            assert after == before
+            return before
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())

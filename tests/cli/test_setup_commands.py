@@ -21,12 +21,25 @@ def test_db_upgrade_creates_the_schema_of_a_new_sqlite_file(
     ok(cli("db", "upgrade"))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:////no/such/dir/x.db",
+        "postgresql+asyncpg://postgres@127.0.0.1:9/loyalty",  # nothing listens there
+        "postgresql+asyncpg://postgres@no-such-host.invalid/loyalty",
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/loyalty_no_such_database",
+    ],
+    ids=["sqlite-no-folder", "pg-refused", "pg-unknown-host", "pg-missing-database"],
+)
 def test_db_upgrade_of_an_unreachable_database_fails_in_one_line(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
-    """An unreachable database URL is one error line, not a traceback."""
-    monkeypatch.setenv("LOYALTY_DATABASE_URL", "sqlite+aiosqlite:////no/such/dir/x.db")
-    one_line_error(cli("db", "upgrade"), "database")
+    """An unreachable or missing database is one error line and a non-zero exit, not a traceback."""
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", url)
+    result = cli("db", "upgrade")
+    one_line_error(result, "database")
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not Path("/no/such/dir").exists()
 
 
 def test_commands_on_an_unmigrated_database_say_to_upgrade(

@@ -128,9 +128,20 @@ class LedgerModel:
     def add_member(self, member_id: int) -> None:
         self.members[member_id] = MemberModel(member_id)
 
-    def _lot(self, m: MemberModel, key: tuple[str, int], points: int, state: str, at: datetime) -> Lot:
+    def _lot(
+        self,
+        m: MemberModel,
+        key: tuple[str, int],
+        points: int,
+        state: str,
+        at: datetime,
+        booked: datetime | None = None,
+    ) -> Lot:
+        """A lot earned ``at``; its return window runs from when it was ``booked`` (a late receipt
+        does not skip it)."""
         self._order += 1
-        lot = Lot(key, self._order, points, points, state, at + timedelta(days=PENDING_DAYS), expiry(at))
+        pending_until = max(at, booked or at) + timedelta(days=PENDING_DAYS)
+        lot = Lot(key, self._order, points, points, state, pending_until, expiry(at))
         if state == "available":
             lot.pending_until = at
         m.lots.append(lot)
@@ -219,8 +230,8 @@ class LedgerModel:
         m.visits += 1
         m.last_visit_at = occurred_at if m.last_visit_at is None else max(m.last_visit_at, occurred_at)
         if points > 0:
-            pending = occurred_at + timedelta(days=PENDING_DAYS) > now
-            self._lot(m, ("tx", tx_id), points, "pending" if pending else "available", occurred_at)
+            pending = max(occurred_at, now) + timedelta(days=PENDING_DAYS) > now
+            self._lot(m, ("tx", tx_id), points, "pending" if pending else "available", occurred_at, now)
             if not pending:
                 self._settle(m)
         # Upgrades happen at once; a member without a tier gets the level they qualify for.
