@@ -39,9 +39,12 @@ bench-load: install
 bench-import: install
 	$(BIN)/python benchmarks/bench_import.py
 
-# Long runs: the ledger state machine with many more examples, and a 1,000,000-row import (flat memory).
+# Long runs: the ledger state machine with many more examples, memory under 100,000 forged requests, the
+# chaos scenarios long (their table: tests/scenarios), and a 1,000,000-row import (flat memory).
 soak: install
 	LEDGER_EXAMPLES=500 $(BIN)/python -m pytest -q tests/storage/test_ledger_properties.py
+	TRUST_MEMORY_REQUESTS=100000 $(BIN)/python -m pytest -q -p no:logging tests/api/test_trust.py -k memory
+	$(BIN)/python -m tests.scenarios
 	BENCH_IMPORT_ROWS=1000000 BENCH_IMPORT_BASELINE=1000 BENCH_IMPORT_DATABASES=sqlite $(BIN)/python benchmarks/bench_import.py
 
 lint: install

@@ -39,6 +39,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import JSON, Date, DateTime, Integer, String, Table, Text
 from sqlalchemy.types import TypeEngine
 
+from loyalty import faults
 from loyalty.db import Database
 from loyalty.ledger.book import Booking, BookingError, _Update, merged
 from loyalty.models import Base
@@ -407,9 +408,25 @@ def _drive(coro: Awaitable[T]) -> T:
 async def run(db: Database, op: Callable[[Unit], Awaitable[T]], *, optimistic: bool = False) -> T:
     """Run the ledger operation ``op`` in one unit of work (see the module docstring). ``optimistic``
     marks a small operation on one member (a till's): on SQLite it may run on the calling thread."""
+    faults.point("ledger.before_write")
+    result = await _run(db, op, optimistic)
+    faults.point("ledger.after_commit")
+    return result
+
+
+def _sqlite_unit(op: Callable[[Unit], Awaitable[T]], scope: str) -> Callable[[sqlite3.Connection], T]:
+    def unit(conn: sqlite3.Connection) -> T:
+        result = _drive(op(SqliteUnit(conn, scope)))
+        faults.point("ledger.before_commit")
+        return result
+
+    return unit
+
+
+async def _run(db: Database, op: Callable[[Unit], Awaitable[T]], optimistic: bool) -> T:
     scope = db.scope
     if db.dialect == "sqlite":
-        return await db.sqlite_writer.run(lambda conn: _drive(op(SqliteUnit(conn, scope))), here=optimistic)
+        return await db.sqlite_writer.run(_sqlite_unit(op, scope), here=optimistic)
     async with db.driver_connection() as conn:
         if optimistic:
             group = _groups.get(db)
@@ -423,7 +440,9 @@ async def run(db: Database, op: Callable[[Unit], Awaitable[T]], *, optimistic: b
                 # a booking error then is a real one.
                 pass
         async with conn.transaction():
-            return await op(PgUnit(conn, locked=True, scope=scope))
+            result = await op(PgUnit(conn, locked=True, scope=scope))
+            faults.point("ledger.before_commit")
+            return result
 
 
 # --- applying a booking: SQLite, statement by statement on one connection -------------------------
