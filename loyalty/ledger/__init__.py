@@ -2,8 +2,8 @@
 member's balance columns. Everything else asks it, through a :class:`Booking` applied in a unit of
 work (:func:`run`), or through the jobs' set-based sweeps (:mod:`loyalty.ledger.sweeps`).
 
-Imports: ``loyalty.db`` and ``loyalty.models`` (storage), ``loyalty.errors`` and ``loyalty.faults`` only; the services (posting, refunds,
-redemptions, adjustments, jobs) sit on top of it.
+Imports: ``loyalty.db`` and ``loyalty.models`` (storage), ``loyalty.errors`` and ``loyalty.faults``
+only; the services (posting, refunds, redemptions, adjustments, jobs) sit on top of it.
 
 Guarantees (checked by ``loyalty audit``, by the model-checked state machine in the tests, and where
 the database can hold them, by constraints):

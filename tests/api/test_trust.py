@@ -24,10 +24,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from api.app import RedactTokens, create_app, redact_path
+from api.app import create_app
 from loyalty.cards.tokens import sign_token
 from loyalty.db import Database
-from loyalty.private import private_dir, write_private
 from loyalty.secrets import Secrets, init_secrets, load_secrets
 
 from .conftest import Api, build_tenant
@@ -231,6 +230,8 @@ def _mode(path: Path) -> int:
 
 
 def test_10_a_new_sqlite_database_and_card_sheets_are_private(tmp_path: Path) -> None:
+    from loyalty.private import private_dir, write_private
+
     old = os.umask(0o022)
     try:
         target = tmp_path / "loyalty.db"
@@ -245,6 +246,8 @@ def test_10_a_new_sqlite_database_and_card_sheets_are_private(tmp_path: Path) ->
 
 
 def test_10_card_tokens_never_reach_the_access_log() -> None:
+    from api.app import RedactTokens, redact_path
+
     assert redact_path("/v1/cards/AbC-123_x/balance") == "/v1/cards/<token>/balance"
     assert redact_path("/c/AbC-123_x") == "/c/<token>"
     assert redact_path("/v1/till/lookup") == "/v1/till/lookup"
