@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from litestar.openapi.spec import (
     Components,
+    Link,
     OpenAPI,
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -47,9 +48,33 @@ ERRORS = {
     "415": "Unsupported media type",
     "422": "Invalid request (field errors, or program-document errors with positions)",
     "429": "Rate limited; see Retry-After",
+    "503": "The database is unavailable for a moment; see Retry-After",
 }
 
-PUBLIC_PREFIXES = ("/health", "/v1/cards/", "/c/", "/till", "/editor", "/dashboard", "/static", "/schema")
+#: What a till does next with an answer (OpenAPI links: clients and schemathesis' stateful tests
+#: follow them): operation -> (its success status, {link name: (next operation, parameters)}).
+LINKS = {
+    "tillPostTransaction": (
+        "201",
+        {"refund": ("tillRefund", {"transaction_id": "$response.body#/transaction/transaction_id"})},
+    ),
+    "tillRedeem": (
+        "201",
+        {"cancel": ("tillCancelRedemption", {"redemption_id": "$response.body#/redemption/redemption_id"})},
+    ),
+}
+
+PUBLIC_PREFIXES = (
+    "/health",
+    "/ready",
+    "/v1/cards/",
+    "/c/",
+    "/till",
+    "/editor",
+    "/dashboard",
+    "/static",
+    "/schema",
+)
 
 
 def document(schema: OpenAPI) -> OpenAPI:
@@ -70,6 +95,14 @@ def document(schema: OpenAPI) -> OpenAPI:
             if op is None:
                 continue
             responses = dict(op.responses or {})
+            if op.operation_id in LINKS:
+                status, links = LINKS[op.operation_id]
+                ok = responses.get(status)
+                if isinstance(ok, OpenAPIResponse):
+                    ok.links = {
+                        name: Link(operation_id=target, parameters=dict(params))
+                        for name, (target, params) in links.items()
+                    }
             for status, text in ERRORS.items():
                 responses[status] = OpenAPIResponse(description=text, content={PROBLEM_JSON: problem})
             op.responses = responses
