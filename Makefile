@@ -44,6 +44,7 @@ bench-import: install
 soak: install
 	LEDGER_EXAMPLES=500 $(BIN)/python -m pytest -q tests/storage/test_ledger_properties.py
 	TRUST_MEMORY_REQUESTS=100000 $(BIN)/python -m pytest -q -p no:logging tests/api/test_trust.py -k memory
+	FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest -q -p no:logging tests/api/test_fuzz.py
 	$(BIN)/python -m tests.scenarios
 	BENCH_IMPORT_ROWS=1000000 BENCH_IMPORT_BASELINE=1000 BENCH_IMPORT_DATABASES=sqlite $(BIN)/python benchmarks/bench_import.py
 
