@@ -215,7 +215,7 @@ def create_app(
             RateLimitConfig(
                 rate_limit=("second", limit),
                 identifier_for_request=_caller_identity,
-                exclude=["/schema", "/health", "/ready"],
+                exclude=["/schema", "/health"],
             ).middleware
         ],
         stores={"rate_limit": MemoryStore()},

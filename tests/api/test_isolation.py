@@ -37,6 +37,7 @@ Call = tuple[str, str, dict[str, Any]]
 
 ROLES: dict[Endpoint, frozenset[str] | str] = {
     ("GET", "/health"): PUBLIC,
+    ("GET", "/ready"): PUBLIC,
     ("GET", "/v1/cards/{token}/balance"): CUSTOMER,
     ("GET", "/v1/cards/{token}/history"): CUSTOMER,
     ("POST", "/v1/till/lookup"): frozenset({CASHIER}),
@@ -98,6 +99,7 @@ def _code() -> str:
 #: A well-formed call of each endpoint on the caller's own data (``s`` is the caller's tenant's seed).
 SAMPLES: dict[Endpoint, Callable[[Api, Seed], Call]] = {
     ("GET", "/health"): lambda api, s: ("GET", "/health", {}),
+    ("GET", "/ready"): lambda api, s: ("GET", "/ready", {}),
     ("GET", "/v1/cards/{token}/balance"): lambda api, s: ("GET", f"/v1/cards/{s.token}/balance", {}),
     ("GET", "/v1/cards/{token}/history"): lambda api, s: ("GET", f"/v1/cards/{s.token}/history", {}),
     ("POST", "/v1/till/lookup"): lambda api, s: ("POST", "/v1/till/lookup", {"json": {"code": s.number}}),
@@ -678,6 +680,7 @@ ISOLATION: list[Case] = [
 #: Endpoints that hold no tenant data at all, and why.
 NO_TENANT_DATA: dict[Endpoint, str] = {
     ("GET", "/health"): "liveness probe; answers the same for everyone",
+    ("GET", "/ready"): "readiness probe: the database answers and its schema is current; same for everyone",
     ("POST", "/v1/program/validate"): "checks the posted document only; reads and writes nothing stored",
 }
 
@@ -735,12 +738,12 @@ def test_every_endpoint_is_in_the_matrix(world: tuple[Api, Seed, str]) -> None:
 
 
 def test_every_route_of_the_app_is_documented(world: tuple[Api, Seed, str]) -> None:
-    """The OpenAPI schema lists every JSON API route the app serves (every /v1 route, and /health)."""
+    """The OpenAPI schema lists every JSON API route the app serves (every /v1 route, and the probes)."""
     api, _, _ = world
     served = {
         (method, re.sub(r":\w+}", "}", route.path))
         for route in api.client.app.routes
-        if route.path.startswith("/v1/") or route.path == "/health"
+        if route.path.startswith("/v1/") or route.path in ("/health", "/ready")
         for method in getattr(route, "methods", ())
         if method not in {"HEAD", "OPTIONS"}
     }

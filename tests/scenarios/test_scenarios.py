@@ -33,7 +33,7 @@ def test_crash_replay_books_every_action_once_with_the_same_answer(
 ) -> None:
     url = request.getfixturevalue(f"{backend}_url")
     row = scenarios.crash_replay(
-        url, backend, secrets_file, tmp_path / "server.log", members=6, kill_probability=0.2
+        url, backend, secrets_file, tmp_path / "server.log", members=4, kill_probability=0.2
     )
     _check(row)
     assert row.faults > 0, "no fault fired: the scenario proved nothing"
@@ -51,6 +51,6 @@ def test_a_database_outage_gives_503s_then_recovers_with_nothing_lost(
     postgresql_url: str, secrets_file: Path, tmp_path: Path
 ) -> None:
     row = scenarios.outage(
-        postgresql_url, "postgresql", secrets_file, tmp_path / "server.log", seconds=6, outages=2
+        postgresql_url, "postgresql", secrets_file, tmp_path / "server.log", seconds=4, outages=2
     )
     _check(row)
