@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from api import openapi, problems
 from api.admin import AdminController, CardBatchController
 from api.auth import KEY_CACHE_SECONDS, KeyCache, Principal
 from api.customer import CustomerController
+from api.problems import redact_path
 from api.programs import ProgramController
 from api.till import TillController
 from api.web import STATIC, TEMPLATES, WebController
@@ -100,7 +100,7 @@ async def _screen(request: Request[Any, Any, Any]) -> None:
         raise problems.Problem(problems.INVALID, "the address must not contain NUL characters")
     if request.method not in ("POST", "PUT", "PATCH"):
         return
-    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+    if not await request.body():  # bounded by request_max_body_size; whatever framing the client used
         return
     if request.route_handler.opt.get("document"):
         return  # YAML or JSON, read by the document loader (which refuses NUL itself)
@@ -118,15 +118,6 @@ async def _screen(request: Request[Any, Any, Any]) -> None:
             f"{where}: text must not contain NUL characters",
             errors=[{"field": where, "source": "body", "message": "must not contain NUL characters"}],
         )
-
-
-#: Paths that carry a customer's card token (a credential): /v1/cards/<token>/..., /c/<token>.
-_TOKEN_IN_PATH = re.compile(r"^(/v1/cards/|/c/)[^/?#]+")
-
-
-def redact_path(path: str) -> str:
-    """The path as a log may show it: a card token replaced by ``<token>``."""
-    return _TOKEN_IN_PATH.sub(r"\1<token>", path)
 
 
 class RedactTokens(logging.Filter):

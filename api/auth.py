@@ -48,9 +48,12 @@ class KeyCache:
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     def peek(self, token: str) -> Principal | None:
-        """The caller behind ``token`` if it was verified within the TTL; never asks the database."""
+        """The caller behind ``token`` if it was ever verified and not found revoked since (the TTL
+        does not matter here: this only picks whose rate-limit budget a request spends, so a till
+        keeps its own budget even when anonymous traffic from its address is being limited).
+        Never asks the database."""
         hit = self._entries.get(token)
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+        return hit[1] if hit is not None else None
 
     async def __call__(self, token: str) -> Principal | None:
         now = time.monotonic()

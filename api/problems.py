@@ -8,6 +8,7 @@ not in the table is a 500 whose body says nothing about internals.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,15 @@ from loyalty.cards.errors import InvalidCardNumber, InvalidToken
 from loyalty.db import outage
 
 log = logging.getLogger("api")
+
+#: Paths that carry a customer's card token (a credential): /v1/cards/<token>/..., /c/<token>.
+_TOKEN_IN_PATH = re.compile(r"^(/v1/cards/|/c/)[^/?#]+")
+
+
+def redact_path(path: str) -> str:
+    """The path as a log may show it: a card token replaced by ``<token>``."""
+    return _TOKEN_IN_PATH.sub(r"\1<token>", path)
+
 
 PROBLEM_JSON = "application/problem+json"
 #: Problem types are URNs: stable identifiers a client can switch on, documented in the OpenAPI schema.
@@ -214,15 +224,17 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
             return translate(exc)
     reason = outage(exc)
     if reason is not None:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, redact_path(request.url.path), reason
+        )
         return problem_response(
             UNAVAILABLE,
             "the database cannot be reached right now; retry shortly (a till write with the same"
             " Idempotency-Key, which never books twice)",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path), exc_info=exc)
     return problem_response(INTERNAL, "The server could not complete the request.")
 
 
-__all__ = ["PROBLEM_JSON", "Problem", "ProblemType", "handle", "problem_response"]
+__all__ = ["PROBLEM_JSON", "Problem", "ProblemType", "handle", "problem_response", "redact_path"]

@@ -152,6 +152,8 @@ def _text(value: Any, what: str, limit: int = 64, *, required: bool = True) -> s
     text = str(value).strip()
     if len(text) > limit:
         raise ValueError(f"{what} is longer than {limit} characters")
+    if "\x00" in text:
+        raise ValueError(f"{what} holds a NUL character")
     return text
 
 
@@ -165,7 +167,7 @@ def _item(sku: Any, category: Any, quantity: Any, unit_price: Any, tags: Any) ->
         category=_text(category, "category", required=False),
         quantity=_int(1 if quantity in (None, "") else quantity, "quantity", 1),
         unit_price=_int(unit_price, "unit_price (minor units, e.g. cents)", 0),
-        tags=tuple(tags),
+        tags=tuple(_text(t, "tag") for t in tags),
     )
 
 

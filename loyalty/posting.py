@@ -757,8 +757,8 @@ async def _check_age(
     unit: Unit, versions: Sequence[programs.Published], occurred_at: datetime, now: datetime
 ) -> None:
     """A till's receipt may be late (an offline till catching up), but not later than the program
-    in force now allows: InvalidInput beyond that. (A receipt booked before is refused too: its
-    retry is answered from the idempotency record, or it is a new attempt that should not book.)"""
+    in force now allows: InvalidInput beyond that. Checked after the replays, so that a retry of a
+    receipt booked before still gets its first answer."""
     try:
         current = programs.published_at(versions, now)
     except NotFound:
@@ -777,8 +777,6 @@ async def _post_unit(
     versions, fresh = (
         (cached, False) if cached is not None else (await programs.published(unit, tenant_id), True)
     )
-    if receipt.occurred_at < now:
-        await _check_age(unit, versions, receipt.occurred_at, now)
     for _ in range(3):
         try:
             version = programs.published_at(versions, receipt.occurred_at)
@@ -813,6 +811,8 @@ async def _post_unit(
         raise _BlankCard(loaded.card_id or 0)
     if loaded.existing is not None:
         raise AlreadyPosted(loaded.existing)
+    if receipt.occurred_at < now:  # after the replays: a retry of a booked receipt gets its answer
+        await _check_age(unit, versions, receipt.occurred_at, now)
     ctx = loaded.ctx
     outlet = await _outlet(unit, tenant_id, receipt.outlet_id)
     if ctx.holder.debt > 0:

@@ -5,6 +5,7 @@ whatever the process's umask; an existing folder (the working directory, say) is
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -34,15 +35,14 @@ def touch_private(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` with mode 0600 (a file there before is replaced, mode included)."""
+    """Write ``data`` to ``path`` with mode 0600 (a file there before is replaced, mode included):
+    through a fresh temporary file in the same folder (never a name planted there), then renamed."""
     private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
     return path

@@ -47,7 +47,7 @@ class PointsPolicy(_Model):
     rounding: Literal["floor", "half_up", "ceil"] = "floor"
     #: How late a till may send a receipt (an offline till catching up): an older one is refused.
     #: History is brought in by the importer, which this does not limit.
-    max_receipt_age_days: int = Field(default=30, ge=0, le=3650)
+    max_receipt_age_days: int = Field(default=30, ge=1, le=3650)
 
 
 class TierLevel(_Model):

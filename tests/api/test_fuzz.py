@@ -206,9 +206,10 @@ def test_any_jsonl_file_is_read_into_purchases_and_row_errors(text: str) -> None
 # --- request bodies ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fuzz_api(sqlite_url: str, secrets: Secrets) -> Iterator[Any]:
-    with open_world(sqlite_url, secrets) as api:
+@pytest.fixture(scope="module", params=("sqlite", "postgresql"))
+def fuzz_api(request: pytest.FixtureRequest, secrets: Secrets) -> Iterator[Any]:
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    with open_world(url, secrets) as api:
         yield api
 
 

@@ -29,7 +29,7 @@ from loyalty.cards.tokens import sign_token
 from loyalty.db import Database
 from loyalty.secrets import Secrets, init_secrets, load_secrets
 
-from .conftest import Api, build_tenant
+from .conftest import PROGRAM, Api, build_tenant
 from .helpers import Seed, assert_problem, idem, open_world, purchase, seed, snapshot
 
 World = tuple[Api, Seed]
@@ -62,10 +62,12 @@ def test_1_a_forged_token_naming_a_real_key_never_spends_that_keys_budget(
     till whose key it names keeps working; fresh fake ids are limited too (and the limited ones cost
     no key lookup)."""
     t = asyncio.run(build_tenant(sqlite_url, secrets, f"rl{secrets_module.token_hex(3)}"))
-    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=5, key_cache_seconds=30)
+    # The verification expires at once: whose budget a request spends does not depend on it.
+    app = create_app(database_url=sqlite_url, secrets=secrets, rate_limit=5, key_cache_seconds=0.01)
     till_key_id = t.keys["cashier"].split("_")[1]
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.post("/v1/till/lookup", json={"code": t.card}, headers=t.headers()).status_code == 200
+        time.sleep(0.05)
         forged = [
             client.post(
                 "/v1/till/lookup",
@@ -176,6 +178,16 @@ def _nul_requests(api: Api, s: Seed) -> dict[str, Any]:
             "/v1/program/drafts",
             content=b"program: x\x00\n",
             headers=a.headers("marketer", **{"Content-Type": "application/yaml"}),
+        ),
+        "document-escaped": c.post(
+            "/v1/program/drafts",
+            content=PROGRAM.replace("program: Kaffeehaus Bonus", 'program: "Kaffee\\u0000haus"').encode(),
+            headers=a.headers("marketer", **{"Content-Type": "application/yaml"}),
+        ),
+        "tag": c.post(
+            "/v1/till/transactions",
+            json=purchase(s.number) | {"items": [item | {"tags": ["hot", nul]}]},
+            headers=a.headers(**idem()),
         ),
     }
 
@@ -522,6 +534,20 @@ def test_6_occurred_at_must_lie_within_the_programs_window(database_url: str, se
             headers=t.headers(**idem()),
         )
         assert skewed.status_code == 201, skewed.text
+    # A receipt booked near the age limit is retried once it is past it: the first answer, not a 422.
+    clock = [now]
+    app = create_app(database_url=database_url, secrets=secrets, key_cache_seconds=0, clock=lambda: clock[0])
+    with TestClient(app, raise_server_exceptions=False) as c:
+        body = purchase(t.card, occurred_at=now - timedelta(days=29, hours=23))
+        key = idem()
+        first = c.post("/v1/till/transactions", json=body, headers=t.headers(**key))
+        assert first.status_code == 201, first.text
+        clock[0] += timedelta(hours=2)
+        retry = c.post("/v1/till/transactions", json=body, headers=t.headers(**key))
+        assert retry.status_code == 201 and retry.json() == first.json(), retry.text
+        again = c.post("/v1/till/transactions", json=body, headers=t.headers(**idem()))  # a new key
+        assert again.status_code == 201, again.text
+        assert again.json()["transaction"]["transaction_id"] == first.json()["transaction"]["transaction_id"]
 
 
 # --- 7: entries and draws are append-only in the database itself -------------------------------------
@@ -561,3 +587,40 @@ def test_7_the_database_refuses_to_change_entries_and_draws(world: World, statem
             await db.dispose()
 
     asyncio.run(go())
+
+
+def test_4_the_importer_refuses_nul_in_any_text() -> None:
+    import io
+
+    from loyalty import importer
+    from loyalty.cards.numbers import make_card_number
+
+    card = make_card_number("6012", 1)
+    header = "outlet,external_id,card,occurred_at,sku,category,quantity,unit_price,tags\n"
+    rows = [
+        f"o,r1,{card},2026-03-01T10:00:00Z,LAT\x00TE,coffee,1,450,",
+        f"o,r2,{card},2026-03-01T10:00:00Z,LATTE,coffee,1,450,hot;c\x00ld",
+        f"o\x00,r3,{card},2026-03-01T10:00:00Z,LATTE,coffee,1,450,",
+    ]
+    parsed = list(importer.read_csv(io.StringIO(header + "\n".join(rows) + "\n")))
+    assert [type(p).__name__ for p in parsed] == ["RowError"] * 3, parsed
+    assert all("NUL" in p.reason for p in parsed if isinstance(p, importer.RowError))
+
+
+def test_5_only_an_unreachable_database_is_an_outage() -> None:
+    """What becomes a 503: a refused or lost connection, a pool with no free connection; never a bug
+    raised while handling one."""
+    import sqlalchemy.exc
+
+    from loyalty.db import outage
+
+    assert outage(ConnectionRefusedError(111, "Connect call failed"))
+    assert outage(sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 0 reached"))
+    assert outage(ValueError("a bug")) is None
+    try:
+        try:
+            raise ConnectionResetError(104, "reset")
+        except ConnectionResetError:
+            raise KeyError("a bug while handling it")  # noqa: B904 - implicit chaining is the point
+    except KeyError as exc:
+        assert outage(exc) is None
