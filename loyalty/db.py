@@ -288,11 +288,21 @@ class Database:
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
+            dead = False
             try:
                 yield driver
+            except BaseException as exc:
+                dead = outage(exc) is not None
+                if dead:
+                    # SQLAlchemy never saw this error (the driver raised it): drop this connection
+                    # and, as SQLAlchemy does on a disconnect, the pool's others (a restart killed
+                    # them all) rather than lend them again dead.
+                    await conn.invalidate(exc)
+                    await self.engine.dispose(close=False)
+                raise
             finally:
-                if driver is not None and driver.is_in_transaction():  # never return an open transaction
-                    await driver.execute("ROLLBACK")
+                if not dead and driver is not None and driver.is_in_transaction():
+                    await driver.execute("ROLLBACK")  # never return an open transaction
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> Database:

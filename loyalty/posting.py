@@ -782,6 +782,8 @@ async def _post_unit(
             version = programs.published_at(versions, receipt.occurred_at)
         except NotFound:
             if fresh:
+                # Nothing was ever booked for this instant: if it is simply too old, say that.
+                await _check_age(unit, versions, receipt.occurred_at, now)
                 raise
             versions, fresh = await programs.published(unit, tenant_id), True
             continue

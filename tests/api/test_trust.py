@@ -375,6 +375,30 @@ def test_5_after_a_restart_the_first_requests_get_fresh_connections(
         assert statuses == [200, 201, 200], statuses
 
 
+def test_5_a_connection_found_dead_is_never_lent_again(
+    postgresql_url: str, secrets: Secrets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the idle ping (connections busy when the database restarted), the request that finds
+    its connection dead is a 503; every later one gets a fresh connection."""
+    import loyalty.db
+
+    monkeypatch.setattr(loyalty.db, "IDLE_PING_SECONDS", 10**9)
+    t = asyncio.run(build_tenant(postgresql_url, secrets, f"rd{secrets_module.token_hex(3)}"))
+    app = create_app(database_url=postgresql_url, secrets=secrets, key_cache_seconds=60)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(3):
+            r = client.post("/v1/till/transactions", json=purchase(t.card), headers=t.headers(**idem()))
+            assert r.status_code == 201, r.text
+        assert _terminate_backends(postgresql_url) >= 1
+        statuses = [
+            client.post(
+                "/v1/till/transactions", json=purchase(t.card), headers=t.headers(**idem())
+            ).status_code
+            for _ in range(6)
+        ]
+    assert set(statuses[:1]) <= {201, 503} and statuses[1:] == [201] * 5, statuses
+
+
 def test_5_an_activation_cut_off_by_an_outage_can_be_retried_at_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -510,7 +534,8 @@ def test_6_occurred_at_must_lie_within_the_programs_window(database_url: str, se
     app = create_app(database_url=database_url, secrets=secrets, key_cache_seconds=0)
     with TestClient(app, raise_server_exceptions=False) as c:
         before = c.get(f"/v1/admin/members/{t.member_id}", headers=t.headers("admin")).json()
-        for when in (now + timedelta(minutes=30), now + timedelta(days=365 * 100), now - timedelta(days=31)):
+        too_old = (now - timedelta(days=31), now - timedelta(days=365 * 50))  # the latter before any version
+        for when in (now + timedelta(minutes=30), now + timedelta(days=365 * 100), *too_old):
             r = c.post(
                 "/v1/till/transactions", json=purchase(t.card, occurred_at=when), headers=t.headers(**idem())
             )
