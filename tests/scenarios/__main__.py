@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -33,6 +34,9 @@ async def _pg(sql: str) -> None:
 
 
 def main() -> int:
+    # The in-process app of the backlog scenario configures the root logger at INFO (Litestar's
+    # default): the till requests' own lines would drown the table.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's size")
     parser.add_argument("--no-restart", action="store_true", help="never restart PostgreSQL")
