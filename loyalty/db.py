@@ -148,6 +148,9 @@ def _outage_reason(exc: BaseException) -> str | None:
     if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _OUTAGE_STATES):
         return first_line
     name = type(exc).__name__
+    if name == "InternalClientError" and first_line.startswith("cannot switch to state"):
+        # asyncpg's protocol is still consuming the error of a connection the server ended.
+        return f"connection broken: {first_line}"
     if name == "ConnectionDoesNotExistError" or (
         name == "InterfaceError" and "connection" in first_line.lower() and "closed" in first_line.lower()
     ):

@@ -40,7 +40,7 @@ from sqlalchemy import JSON, Date, DateTime, Integer, String, Table, Text
 from sqlalchemy.types import TypeEngine
 
 from loyalty import faults
-from loyalty.db import Database
+from loyalty.db import Database, outage
 from loyalty.ledger.book import Booking, BookingError, _Update, merged
 from loyalty.models import Base
 
@@ -361,8 +361,10 @@ class GroupCommit:
                 if combined is not None:
                     try:
                         await _write(conn, combined)
-                    except (asyncpg.PostgresError, Duplicate, Stale):
-                        pass  # refused as a whole, nothing written: each booking alone, below
+                    except (asyncpg.PostgresError, Duplicate, Stale) as exc:
+                        if outage(exc) is not None:
+                            raise  # the connection is gone (a restart): not a refusal
+                        # refused as a whole, nothing written: each booking alone, below
                     else:
                         _settle(group, None)
                         return
@@ -370,6 +372,8 @@ class GroupCommit:
                     try:
                         await _write(conn, booking)
                     except (asyncpg.PostgresError, Duplicate, Stale) as exc:
+                        if outage(exc) is not None:
+                            raise  # every booking not yet settled gets it; the connection is dropped
                         _settle([(booking, done)], exc)
                     else:
                         _settle([(booking, done)], None)
