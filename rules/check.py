@@ -8,7 +8,6 @@ not raised: one pass over a document reports all of them. A subexpression that a
 from __future__ import annotations
 
 import ast
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -17,6 +16,7 @@ from typing import Any
 
 from rules import schema
 from rules.errors import Issue
+from rules.hints import did_you_mean
 from rules.parse import BIN_OPS, BOOL_OPS, CMP_OPS, UNARY_OPS, Located
 from rules.schema import BOOL, DATE, DATETIME, ERROR, ITEM, NUMBER, STRING, Type, list_of
 
@@ -94,11 +94,6 @@ class Call(Node):
 _ORDERED = (NUMBER, STRING, DATETIME, DATE)
 
 
-def _suggest(word: str, choices: list[str] | tuple[str, ...] | set[str], prefix: str = "") -> str | None:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean {prefix}{close[0]}?" if close else None
-
-
 class Checker:
     """Turns one condition's ``ast`` into IR; ``item_scope`` allows ``item.*`` (for_each: item rules)."""
 
@@ -150,7 +145,7 @@ class Checker:
         elif node.id in ("true", "false"):
             self.error(f"unknown name {node.id}", node, f"did you mean {node.id.capitalize()}?")
         else:
-            hint = _suggest(node.id, roots + list(schema.FIELDS["item"]) + list(schema.FUNCTIONS))
+            hint = did_you_mean(node.id, roots + list(schema.FIELDS["item"]) + list(schema.FUNCTIONS))
             self.error(f"unknown name {node.id}", node, hint or f"conditions read {', '.join(roots)}")
         return Const(ERROR, self.text(node), None)
 
@@ -167,7 +162,7 @@ class Checker:
                 )
                 return Const(ERROR, text, None)
             if node.attr not in fields:
-                hint = _suggest(node.attr, list(fields), f"{root}.")
+                hint = did_you_mean(node.attr, list(fields), f"{root}.")
                 self.error(
                     f"unknown field {root}.{node.attr}", node, hint or f"{root} has {', '.join(fields)}"
                 )
@@ -179,7 +174,7 @@ class Checker:
         if base.type == list_of(ITEM):
             fields = schema.FIELDS["item"]
             if node.attr not in fields:
-                hint = _suggest(node.attr, list(fields), "tx.items.")
+                hint = did_you_mean(node.attr, list(fields), "tx.items.")
                 self.error(f"unknown item field {node.attr}", node, hint)
                 return Const(ERROR, text, None)
             element = fields[node.attr].type
@@ -334,7 +329,7 @@ class Checker:
                     self.loc.issue(
                         f"unknown tier {lit.value!r}",
                         None,
-                        _suggest(lit.value, self.tiers) or f"tiers are {', '.join(self.tiers)}",
+                        did_you_mean(lit.value, self.tiers) or f"tiers are {', '.join(self.tiers)}",
                         col=self.loc.flat.find(lit.text),
                     )
                 )
@@ -349,7 +344,7 @@ class Checker:
             self.error(
                 f"unknown function {name}",
                 node.func,
-                _suggest(name, list(schema.FUNCTIONS)) or f"functions: {', '.join(schema.FUNCTIONS)}",
+                did_you_mean(name, list(schema.FUNCTIONS)) or f"functions: {', '.join(schema.FUNCTIONS)}",
             )
             return Const(ERROR, text, None)
         # ``date("2026-12-24")`` is a date constant, checked now rather than at every evaluation.

@@ -8,7 +8,6 @@ column of the offending value.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import re
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rules.errors import Issue, ProgramError
+from rules.hints import did_you_mean
 
 #: A program document larger than this is refused before parsing (real ones are a few kB).
 MAX_DOCUMENT_BYTES = 512 * 1024
@@ -342,11 +342,6 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-def _suggest(word: str, choices: list[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean {close[0]}?" if close else None
-
-
 def _fields_of(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
     """The field names allowed at ``loc`` (the parent of an unknown key), for "did you mean" hints."""
     current: Any = model
@@ -391,7 +386,7 @@ def issues_from_validation(exc: ValidationError, source: Source) -> list[Issue]:
         hint = None
         if kind == "extra_forbidden":
             key = str(loc[-1])
-            hint = _suggest(key, _fields_of(ProgramDocument, loc[:-1]))
+            hint = did_you_mean(key, _fields_of(ProgramDocument, loc[:-1]))
             message = f"unknown field {key!r}"
             pos = source.where(loc, key=True)
         else:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from rules import document as doc
 from rules.check import Const, Node, check_expression
 from rules.errors import Issue, ProgramError
+from rules.hints import did_you_mean
 from rules.parse import Located, parse_expression
 from rules.schema import BOOL, NUMBER
 
@@ -119,7 +120,11 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
             at(("rewards", i, "code"), f"duplicate reward code {code!r}")
     for i, reward in enumerate(document.rewards):
         if reward.min_tier is not None and reward.min_tier not in tiers:
-            at(("rewards", i, "min_tier"), f"unknown tier {reward.min_tier!r}", _hint(reward.min_tier, tiers))
+            at(
+                ("rewards", i, "min_tier"),
+                f"unknown tier {reward.min_tier!r}",
+                did_you_mean(reward.min_tier, tiers),
+            )
 
     def expression(text: str, path: tuple[str | int, ...], *, item_scope: bool, want: Any) -> Node | None:
         loc = Located(text, doc.format_path(path), source.where(path), source.text)
@@ -153,7 +158,8 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                 at(
                     ("rules", i, "stamp", "reward"),
                     f"unknown reward {rule.stamp.reward!r}",
-                    _hint(rule.stamp.reward, tuple(rewards)) or "add it under rewards (cost may be left out)",
+                    did_you_mean(rule.stamp.reward, tuple(rewards))
+                    or "add it under rewards (cost may be left out)",
                 )
         valid_from = _instant(rule.valid_from, zone)
         valid_until = _instant(rule.valid_until, zone)
@@ -222,13 +228,6 @@ def _instant(value: datetime | date | None, zone: ZoneInfo) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.combine(value, time(0), tzinfo=zone)
-
-
-def _hint(word: str, choices: tuple[str, ...]) -> str | None:
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean {close[0]}?" if close else None
 
 
 def _sorted(issues: list[Issue]) -> list[Issue]:
