@@ -7,12 +7,11 @@ effect within ``KEY_CACHE_SECONDS``.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache, TTLCache
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -40,34 +39,31 @@ Authenticator = Callable[[str], Awaitable[Principal | None]]
 
 
 class KeyCache:
-    """A small TTL cache in front of the authenticator."""
+    """Verified keys in front of the authenticator: trusted without a lookup for ``ttl`` seconds
+    (so revocation takes effect within it), and remembered beyond that, up to KEY_CACHE_SIZE
+    tokens, only to pick whose rate-limit budget a request spends (:meth:`peek`)."""
 
     def __init__(self, authenticate: Authenticator, ttl: float = KEY_CACHE_SECONDS) -> None:
         self._authenticate = authenticate
-        self._ttl = ttl
-        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._fresh: TTLCache[str, Principal] = TTLCache(maxsize=KEY_CACHE_SIZE, ttl=max(ttl, 1e-9))
+        self._known: LRUCache[str, Principal] = LRUCache(maxsize=KEY_CACHE_SIZE)
 
     def peek(self, token: str) -> Principal | None:
         """The caller behind ``token`` if it was ever verified and not found revoked since (the TTL
         does not matter here: this only picks whose rate-limit budget a request spends, so a till
         keeps its own budget even when anonymous traffic from its address is being limited).
         Never asks the database."""
-        hit = self._entries.get(token)
-        return hit[1] if hit is not None else None
+        return self._known.get(token)
 
     async def __call__(self, token: str) -> Principal | None:
-        now = time.monotonic()
-        hit = self._entries.get(token)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        hit = self._fresh.get(token)
+        if hit is not None:
+            return hit
         principal = await self._authenticate(token)
         if principal is None:
-            self._entries.pop(token, None)
+            self._known.pop(token, None)
             return None
-        self._entries[token] = (now + self._ttl, principal)
-        self._entries.move_to_end(token)
-        while len(self._entries) > KEY_CACHE_SIZE:
-            self._entries.popitem(last=False)
+        self._fresh[token] = self._known[token] = principal
         return principal
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 #: Checked programs kept in memory (a few kB each); versions are few and immutable once published.
 CACHE_SIZE = 128
 
-_cache: OrderedDict[str, rules.CheckedProgram] = OrderedDict()
+_cache: LRUCache[str, rules.CheckedProgram] = LRUCache(maxsize=CACHE_SIZE)
 _cache_lock = threading.Lock()
 
 
@@ -84,15 +83,11 @@ def checked(digest: str, text: str) -> rules.CheckedProgram:
     """The checked program of a stored version, from the cache when seen before."""
     with _cache_lock:
         hit = _cache.get(digest)
-        if hit is not None:
-            _cache.move_to_end(digest)
-            return hit
+    if hit is not None:
+        return hit
     program = check(text)
     with _cache_lock:
-        _cache[digest] = program
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return program
+        return _cache.setdefault(digest, program)
 
 
 async def program_id_of(session: AsyncSession, tenant_id: int) -> int:

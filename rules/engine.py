@@ -20,7 +20,6 @@ Stamps are counted alongside and never change points.
 from __future__ import annotations
 
 import linecache
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -29,6 +28,8 @@ from functools import cached_property
 from threading import Lock
 from types import MappingProxyType
 from typing import Any
+
+from cachetools import LRUCache
 
 from rules import emit
 from rules.context import Event, Item, Member, Outlet, Transaction
@@ -524,7 +525,7 @@ def check_points(points: int) -> None:
         )
 
 
-_cache: OrderedDict[str, CompiledProgram] = OrderedDict()
+_cache: LRUCache[str, CompiledProgram] = LRUCache(maxsize=CACHE_SIZE)
 _cache_lock = Lock()
 
 
@@ -532,15 +533,11 @@ def compile_program(program: CheckedProgram) -> CompiledProgram:
     """Compile ``program``, or return the cached compilation of the same document."""
     with _cache_lock:
         hit = _cache.get(program.digest)
-        if hit is not None:
-            _cache.move_to_end(program.digest)
-            return hit
+    if hit is not None:
+        return hit
     compiled = CompiledProgram(program)
     with _cache_lock:
-        _cache[program.digest] = compiled
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return compiled
+        return _cache.setdefault(program.digest, compiled)
 
 
 def evaluate(
