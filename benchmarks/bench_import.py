@@ -97,7 +97,7 @@ async def measure(url: str, csv_path: Path) -> dict[str, float]:
     try:
         tenant_id = await setup(db, "bench-import", "7301")
         rss_before = rss_kib("VmRSS")
-        stream, _ = importer.open_text(csv_path)
+        stream = importer.open_text(csv_path)
         with stream:
             report = await importer.import_purchases(db, tenant_id, importer.read_csv(stream))
         growth_mb = (rss_kib("VmHWM") - rss_before) / 1024

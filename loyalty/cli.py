@@ -734,30 +734,28 @@ def import_transactions(
     from loyalty import importer
 
     kind = importer.format_of(file, fmt)
-    try:
-        size = file.stat().st_size
-        stream, counter = importer.open_text(file)
-    except FileNotFoundError:
-        raise CliError(f"{file}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{file}: is a directory, expected a file") from None
+    if file.is_dir():
+        raise CliError(f"{file}: is a directory, expected a file")
+    if not file.is_file():
+        raise CliError(f"{file}: no such file")
 
     async def go() -> importer.ImportReport:
         async with _database() as db:
             t = await _tenant(db, tenant)
-            with stream, _progress() as bar:
-                task = bar.add_task(f"importing {file.name}", total=size, note="")
+            with _progress() as bar:
+                task = bar.add_task(f"importing {file.name}", total=file.stat().st_size, note="")
+                # rich's wrapper moves the bar by the bytes read: the file is streamed, never loaded.
+                stream = bar.open(file, "r", encoding="utf-8-sig", newline="", task_id=task)
 
                 def step(r: importer.ImportReport) -> None:
                     bar.update(
-                        task,
-                        completed=counter.count,
-                        note=f"{r.imported:,} imported, {r.skipped:,} skipped, {r.rejected:,} rejected",
+                        task, note=f"{r.imported:,} imported, {r.skipped:,} skipped, {r.rejected:,} rejected"
                     )
 
-                return await importer.import_purchases(
-                    db, t.id, importer.read_file(stream, kind), batch_size=batch_size, progress=step
-                )
+                with stream:
+                    return await importer.import_purchases(
+                        db, t.id, importer.read_file(stream, kind), batch_size=batch_size, progress=step
+                    )
 
     try:
         report = _run(go())

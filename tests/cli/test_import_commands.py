@@ -128,13 +128,18 @@ def test_a_file_with_missing_columns_or_unknown_format_writes_nothing(
 
 def test_import_streams_the_file(shop: Path, tmp_path: Path) -> None:
     """The reader yields purchases one at a time from a stream (it never reads the whole file)."""
+    from rich.progress import Progress
+
     from loyalty import importer
 
-    path = _csv(tmp_path, GOOD * 1)
-    stream, counter = importer.open_text(path)
-    with stream:
-        rows = importer.read_file(stream, "csv")
-        first = next(rows)
-        assert isinstance(first, importer.Purchase) and len(first.items) == 2
-        assert counter.count <= path.stat().st_size
-    assert [p.external_id for p in importer.read_csv(path.open(newline=""))] == ["r1", "r2", "r3"]
+    path = _csv(tmp_path, GOOD * 4000)  # ~1 MB: far more than one read
+    size = path.stat().st_size
+    with Progress(disable=True) as bar:
+        task = bar.add_task("import", total=size)
+        with bar.open(path, "r", encoding="utf-8-sig", newline="", task_id=task) as stream:
+            rows = importer.read_file(stream, "csv")
+            first = next(rows)
+            assert isinstance(first, importer.Purchase) and len(first.items) == 2
+            assert 0 < bar.tasks[0].completed < size / 4, (bar.tasks[0].completed, size)
+    ids = [p.external_id for p in importer.read_csv(path.open(newline=""))]
+    assert ids[:3] == ["r1", "r2", "r3"] and len(ids) == 3 * 4000
