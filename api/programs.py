@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -64,7 +65,8 @@ class ProgramController(Controller):
         """The version in force now."""
         principal = await caller(request)
         priced = await programs.current(db_of(request), principal.tenant_id, now_of(request))
-        return await programs.get_version(db_of(request), principal.tenant_id, priced.version_id)
+        view = await programs.get_version(db_of(request), principal.tenant_id, priced.version_id)
+        return dataclasses.replace(view, currency=priced.program.document.currency)
 
     @get("/versions", operation_id="listProgramVersions")
     async def versions(self, request: Request[Any, Any, Any]) -> list[programs.VersionView]:

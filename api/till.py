@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
@@ -13,9 +13,10 @@ from api import schemas
 from api.auth import Principal, requires
 from api.context import caller, db_of, now_of, secrets_of
 from api.idempotency import IdempotencyKey, idempotent, idempotent_by_nature
-from loyalty import lookup, members, posting, redemptions, refunds
+from loyalty import lookup, members, posting, programs, redemptions, refunds
 from loyalty.access import Answer
 from rules.context import Item
+from rules.money import minor_digits
 
 
 async def _card(request: Request[Any, Any, Any], principal: Principal, code: str) -> str:
@@ -36,6 +37,19 @@ class TillController(Controller):
     guards = [requires("cashier")]
     #: Answers carry a member's balance: never cached by a browser or proxy.
     cache_control = CacheControlHeader(no_store=True)
+
+    @get("/program", operation_id="tillProgram")
+    async def program(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """The program in force: its name, and the currency the till shows and takes prices in
+        (amounts in the API are integer minor units: cents for EUR, yen for JPY)."""
+        principal = await caller(request)
+        priced = await programs.current(db_of(request), principal.tenant_id, now_of(request))
+        document = priced.program.document
+        return {
+            "program": document.program,
+            "currency": document.currency,
+            "minor_digits": minor_digits(document.currency),
+        }
 
     @post("/lookup", operation_id="tillLookup", status_code=200)
     async def lookup_card(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from api.context import db_of, now_of, secrets_of
 from loyalty import balances, lookup, programs
 from loyalty.cards.errors import CardError
 from loyalty.errors import LoyaltyError, NotAllowed
+from rules.money import format_money
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
@@ -116,8 +118,8 @@ async def _card_context(request: Request[Any, Any, Any], token: str) -> dict[str
             Counter(rewards.get(v.reward_code, v.reward_code) for v in balance.vouchers).items()
         ),
         "history": _movements(history, program.zone),
-        "minor": program.minor,
         "currency": program.document.currency,
+        "money": partial(format_money, currency=program.document.currency),
     }
 
 

@@ -37,6 +37,7 @@ from loyalty.db import Database, outage
 from loyalty.errors import LoyaltyError, NotFound
 from loyalty.models import Card, Tenant
 from loyalty.private import write_private
+from rules.money import format_money
 
 T = TypeVar("T")
 
@@ -165,7 +166,7 @@ def _show(program: rules.CheckedProgram, basket: Basket, result: rules.Result) -
             line.sku,
             line.category,
             str(line.quantity),
-            _money(line.unit_price * line.quantity),
+            _money(line.unit_price * line.quantity, program.document.currency),
             str(pts.points),
         )
     out.print(items)
@@ -193,8 +194,9 @@ def _show(program: rules.CheckedProgram, basket: Basket, result: rules.Result) -
     )
 
 
-def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
+def _money(amount: int, currency: str) -> str:
+    """Minor units in the program's currency, as people read them (1,234.50 EUR; 1,235 JPY)."""
+    return format_money(amount, currency)
 
 
 def _points(value: object) -> str:
@@ -311,6 +313,14 @@ async def _zone(db: Database, tenant_id: int) -> ZoneInfo:
         return (await programs.current(db, tenant_id, _now())).program.zone
     except NotFound:
         return ZoneInfo("UTC")
+
+
+async def _currency(db: Database, tenant_id: int) -> str:
+    """The currency of the program in force (EUR before anything is published)."""
+    try:
+        return (await programs.current(db, tenant_id, _now())).program.document.currency
+    except NotFound:
+        return "EUR"
 
 
 def _instant(text: str, zone: ZoneInfo | tzinfo, what: str, *, end_of_day: bool = False) -> datetime:
@@ -984,7 +994,7 @@ def report_partners(
 ) -> None:
     """Per partner: purchases, spend (net of refunds), points issued and redeemed there."""
 
-    async def go() -> list[reports.PartnerSettlement]:
+    async def go() -> tuple[list[reports.PartnerSettlement], str]:
         async with _database() as db:
             t = await _tenant(db, tenant)
             zone = await _zone(db, t.id)
@@ -992,12 +1002,13 @@ def report_partners(
             start = _instant(since, zone, "--from") if since else end - timedelta(days=365)
             if end <= start:
                 raise CliError("--to must be after --from")
-            return await reports.settlement(db, t.id, since=start, until=end)
+            return await reports.settlement(db, t.id, since=start, until=end), await _currency(db, t.id)
 
-    rows = [dataclasses.asdict(p) for p in _run(go())]
+    settled, currency = _run(go())
+    rows = [dataclasses.asdict(p) for p in settled]
     for r in rows:
-        r["spend"] = _money(r["spend"]) if fmt is Format.table else r["spend"]
-    _emit(rows, fmt, "partners (spend in currency units)")
+        r["spend"] = _money(r["spend"], currency) if fmt is Format.table else r["spend"]
+    _emit(rows, fmt, f"partners (spend in {currency}; csv and json: minor units)")
 
 
 @app.command()
@@ -1037,7 +1048,11 @@ def demo(
             table.add_column(col, justify="left" if col in ("item", "category") else "right")
         for it, pts in zip(items, evaluation["items"], strict=True):
             table.add_row(
-                it.sku, it.category, str(it.quantity), _money(it.unit_price * it.quantity), str(pts["points"])
+                it.sku,
+                it.category,
+                str(it.quantity),
+                _money(it.unit_price * it.quantity, program.document.currency),
+                str(pts["points"]),
             )
         out.print(table)
         out.print(demo_.render_evaluation_table(evaluation))

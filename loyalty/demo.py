@@ -49,6 +49,7 @@ from loyalty.ledger import audit as ledger_audit
 from loyalty.models import Card, Member
 from loyalty.private import private_dir, write_private
 from loyalty.secrets import init_secrets, load_secrets
+from rules.money import format_money
 
 PROGRAM = Path(__file__).resolve().parent.parent / "examples" / "coalition.yaml"
 TENANT = "stadtbonus"
@@ -513,7 +514,7 @@ async def _till(
     out.print(
         f"\n[bold]Return[/] one cheesecake: {refund.points} points taken back"
         + (f" ({refund.debt} of them as debt)" if refund.debt else "")
-        + f", {refund.amount / 100:.2f} EUR refunded"
+        + f", {format_money(refund.amount, world.program.document.currency)} refunded"
     )
 
     bal = await balances.balance(db, t, posting.member_id, now=now)

@@ -47,6 +47,8 @@ class VersionView:
     published_at: datetime | None
     published_by: str | None
     document: str
+    #: The program's currency (ISO 4217): set where a client shows money (the version in force).
+    currency: str | None = None
 
 
 def _view(v: ProgramVersion) -> VersionView:

@@ -18,6 +18,7 @@ from rules import document as doc
 from rules.check import Const, Node, check_expression
 from rules.errors import Issue, ProgramError
 from rules.hints import did_you_mean
+from rules.money import minor_unit
 from rules.parse import Located, parse_expression
 from rules.schema import BOOL, NUMBER
 
@@ -64,24 +65,6 @@ class CheckedProgram:
     minor: Decimal
     #: sha256 of the canonical JSON of the document: the identity of a program version.
     digest: str
-
-
-# ISO 4217 currencies whose minor unit is not 1/100 (the exceptions are few and stable).
-_MINOR_DIGITS = {
-    "JPY": 0,
-    "KRW": 0,
-    "ISK": 0,
-    "CLP": 0,
-    "VND": 0,
-    "HUF": 2,
-    "BHD": 3,
-    "KWD": 3,
-    "OMR": 3,
-    "JOD": 3,
-    "TND": 3,
-    "LYD": 3,
-    "IQD": 3,
-}
 
 
 def digest_of(document: doc.ProgramDocument) -> str:
@@ -219,7 +202,7 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
         )
     if issues:
         raise ProgramError(_sorted(issues))
-    minor = Decimal(1).scaleb(-_MINOR_DIGITS.get(document.currency, 2))
+    minor = minor_unit(document.currency)
     return CheckedProgram(document, tuple(checked), zone, minor, digest_of(document))
 
 

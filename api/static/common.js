@@ -179,18 +179,31 @@ const L = (() => {
   /** Decimal strings from the API ("16.00") shown as they are, trailing zeros trimmed. */
   const decimal = (s) => String(s).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
 
-  function cents(minor, currency = "EUR") {
-    const n = Number(minor);
-    const sign = n < 0 ? "-" : "";
-    const abs = Math.abs(n);
-    return `${sign}${fmtInt.format(Math.floor(abs / 100))}.${String(abs % 100).padStart(2, "0")} ${currency}`.trim();
+  const moneyFormats = new Map();
+  function moneyFormat(currency) {
+    if (!moneyFormats.has(currency)) {
+      moneyFormats.set(currency, new Intl.NumberFormat(undefined, { style: "currency", currency }));
+    }
+    return moneyFormats.get(currency);
   }
 
-  /** "3.50" or "3,5" -> 350 cents, without floating point; null when it is not a price. */
-  function parseCents(text) {
-    const m = /^\s*(\d{1,7})(?:[.,](\d{1,2}))?\s*$/.exec(text || "");
+  /** Decimal places of a currency's minor unit as the browser knows them (EUR 2, JPY 0, KWD 3). */
+  const minorDigits = (currency) => moneyFormat(currency || "EUR").resolvedOptions().maximumFractionDigits;
+
+  /** An amount in minor units of `currency`, written as the browser's locale writes money. */
+  function money(minor, currency) {
+    const code = currency || "EUR";
+    return moneyFormat(code).format(Number(minor) / 10 ** minorDigits(code));
+  }
+
+  /** A price typed at the till -> minor units of `currency`, without floating point: "3.50" or
+   *  "3,5" -> 350 for EUR, "350" -> 350 for JPY, "1.250" -> 1250 for KWD; null when it is not one. */
+  function parseMinor(text, currency) {
+    const digits = minorDigits(currency);
+    const pattern = digits ? new RegExp(`^\\s*(\\d{1,9})(?:[.,](\\d{1,${digits}}))?\\s*$`) : /^\s*(\d{1,12})\s*$/;
+    const m = pattern.exec(text || "");
     if (!m) return null;
-    return Number(m[1]) * 100 + Number((m[2] || "0").padEnd(2, "0"));
+    return Number(m[1]) * 10 ** digits + Number((m[2] || "").padEnd(digits, "0") || "0");
   }
 
   function when(iso) {
@@ -298,5 +311,5 @@ const L = (() => {
     ));
   }
 
-  return { el, svg, $, uuid, keySetup, api, write, action, ApiError, describe, notice, points, decimal, cents, parseCents, when, dayStart, isoDay, columnChart, barChart, table };
+  return { el, svg, $, uuid, keySetup, api, write, action, ApiError, describe, notice, points, decimal, money, minorDigits, parseMinor, when, dayStart, isoDay, columnChart, barChart, table };
 })();

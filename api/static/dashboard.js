@@ -5,6 +5,7 @@
 (() => {
   const { el, $ } = L;
   let key = null;
+  let currency = "EUR"; // the program in force's (GET /v1/program), for the sales column
 
   const say = (message, kind = "error") => L.notice($("notice"), message, kind);
 
@@ -46,6 +47,11 @@
     if (!$("since").value || !$("until").value) return say("Choose a period.");
     say("");
     const q = period();
+    try {
+      currency = (await L.api("/v1/program", { key })).currency || currency;
+    } catch {
+      // nothing published yet: the panels say what is missing
+    }
     await Promise.all([
       panel("liability", "/v1/admin/reports/liability", drawLiability),
       panel("tiers", "/v1/dashboard/tiers", drawTiers),
@@ -116,7 +122,7 @@
     target.replaceChildren(
       L.table(
         ["Partner", "Purchases", "Sales", "Points issued", "Points redeemed"],
-        rows.map((r) => [r.partner, L.points(r.transactions), L.cents(r.spend, ""), L.points(r.points_issued), L.points(r.points_redeemed)]),
+        rows.map((r) => [r.partner, L.points(r.transactions), L.money(r.spend, currency), L.points(r.points_issued), L.points(r.points_redeemed)]),
         [1, 2, 3, 4]
       )
     );

@@ -6,7 +6,7 @@
   const { el, $ } = L;
   const RECENT_KEY = "loyalty.till.recent";
   const RECENT_MAX = 10;
-  const CURRENCY = "EUR";
+  let currency = "EUR"; // the program's, read once the key is known (GET /v1/till/program)
 
   let key = null;
   let card = null; // {number, member, balance}
@@ -15,6 +15,12 @@
   const keys = L.keySetup("cashier", "Cashier", (k) => {
     key = k;
     $("scan-input").focus();
+    L.api("/v1/till/program", { key })
+      .then((program) => {
+        currency = program.currency;
+        if (basket) renderBasket();
+      })
+      .catch(() => {}); // the first scan says what is wrong with the key
   });
 
   const say = (message, kind = "error") => L.notice($("notice"), message, kind);
@@ -153,7 +159,7 @@
     const t = b.tier;
     $("tier-line").textContent = t
       ? t.next_tier
-        ? `${t.tier}: ${L.points(t.missing)} ${t.qualify_on === "spend" ? "cents" : t.qualify_on} to ${t.next_tier}`
+        ? `${t.tier}: ${t.qualify_on === "spend" ? L.money(t.missing, currency) : `${L.points(t.missing)} ${t.qualify_on}`} to ${t.next_tier}`
         : `${t.tier}: top tier`
       : "";
     $("stamp-cards").replaceChildren(
@@ -258,7 +264,7 @@
     const out = [];
     for (const row of basket.rows) {
       if (!row.sku.trim() && !row.price.trim()) continue;
-      const price = L.parseCents(row.price);
+      const price = L.parseMinor(row.price, currency);
       const qty = Number(row.qty);
       if (!row.sku.trim() || price === null || !Number.isInteger(qty) || qty < 1) return null;
       out.push({ sku: row.sku.trim(), category: row.category.trim(), unit_price: price, quantity: qty });
@@ -268,7 +274,7 @@
 
   function updateTotal() {
     const list = items();
-    $("basket-total").textContent = list ? L.cents(list.reduce((sum, i) => sum + i.unit_price * i.quantity, 0), CURRENCY) : "—";
+    $("basket-total").textContent = list ? L.money(list.reduce((sum, i) => sum + i.unit_price * i.quantity, 0), currency) : "—";
     updatePostButton();
   }
 
@@ -315,7 +321,7 @@
     const ev = tx.evaluation;
     $("result").hidden = false;
     $("result-points").textContent = L.points(tx.points);
-    $("result-meta").textContent = `Transaction #${tx.transaction_id} · ${L.cents(tx.amount, CURRENCY)}${tx.replayed ? " · already booked" : ""}`;
+    $("result-meta").textContent = `Transaction #${tx.transaction_id} · ${L.money(tx.amount, currency)}${tx.replayed ? " · already booked" : ""}`;
     $("result-balance").textContent = `New balance: ${L.points(answer.balance.available)} available, ${L.points(answer.balance.pending)} pending`;
     setFigures(answer.balance.available, answer.balance.pending, answer.balance.debt);
     const rows = ev.explanation.map((r) =>
@@ -386,7 +392,7 @@
     return el(
       "li",
       { class: "recent-item", dataset: { transaction: String(tx.id) } },
-      el("div", { class: "row" }, el("span", { class: "grow" }, el("strong", {}, `#${tx.id}`), ` ${L.when(tx.at)} · ${L.cents(tx.amount, CURRENCY)} · ${L.points(tx.points)} pts`), toggle),
+      el("div", { class: "row" }, el("span", { class: "grow" }, el("strong", {}, `#${tx.id}`), ` ${L.when(tx.at)} · ${L.money(tx.amount, currency)} · ${L.points(tx.points)} pts`), toggle),
       lines
     );
   }
@@ -395,7 +401,7 @@
     try {
       const answer = await book(`/v1/till/transactions/${tx.id}/refunds`, lines ? { lines } : {});
       const r = answer.refund;
-      say(`Refunded ${L.cents(r.amount, CURRENCY)}: ${L.points(r.points)} points reversed${r.debt ? `, ${L.points(r.debt)} owed` : ""}.`, "ok");
+      say(`Refunded ${L.money(r.amount, currency)}: ${L.points(r.points)} points reversed${r.debt ? `, ${L.points(r.debt)} owed` : ""}.`, "ok");
       if (tx.items) {
         const list = recent();
         const mine = list.find((x) => x.id === tx.id);

@@ -56,16 +56,21 @@ class Tenant:
 
 
 async def build_tenant(
-    url: str, secrets: Secrets, code: str, card_prefix: str = "6012", valid_from: datetime | None = None
+    url: str,
+    secrets: Secrets,
+    code: str,
+    card_prefix: str = "6012",
+    valid_from: datetime | None = None,
+    program: str = PROGRAM,
 ) -> Tenant:
-    """A tenant with the example program published (valid from ``valid_from``, default now)."""
+    """A tenant with ``program`` (default the example) published (valid from ``valid_from``, default now)."""
     db = Database.from_url(url)
     now = datetime.now(UTC)
     try:
         t = await tenants.create_tenant(
             db, code=code, name=f"Tenant {code}", card_prefix=card_prefix, now=now
         )
-        draft = await programs.save_draft(db, t.id, PROGRAM, actor="test", now=now)
+        draft = await programs.save_draft(db, t.id, program, actor="test", now=now)
         since = valid_from or now
         await programs.publish(db, t.id, draft.id, actor="test", now=since, valid_from=since)
         partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="test", now=now)

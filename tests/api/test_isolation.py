@@ -40,6 +40,7 @@ ROLES: dict[Endpoint, frozenset[str] | str] = {
     ("GET", "/ready"): PUBLIC,
     ("GET", "/v1/cards/{token}/balance"): CUSTOMER,
     ("GET", "/v1/cards/{token}/history"): CUSTOMER,
+    ("GET", "/v1/till/program"): frozenset({CASHIER}),
     ("POST", "/v1/till/lookup"): frozenset({CASHIER}),
     ("POST", "/v1/till/activations"): frozenset({CASHIER}),
     ("POST", "/v1/till/transactions"): frozenset({CASHIER}),
@@ -100,6 +101,7 @@ def _code() -> str:
 SAMPLES: dict[Endpoint, Callable[[Api, Seed], Call]] = {
     ("GET", "/health"): lambda api, s: ("GET", "/health", {}),
     ("GET", "/ready"): lambda api, s: ("GET", "/ready", {}),
+    ("GET", "/v1/till/program"): lambda api, s: ("GET", "/v1/till/program", {}),
     ("GET", "/v1/cards/{token}/balance"): lambda api, s: ("GET", f"/v1/cards/{s.token}/balance", {}),
     ("GET", "/v1/cards/{token}/history"): lambda api, s: ("GET", f"/v1/cards/{s.token}/history", {}),
     ("POST", "/v1/till/lookup"): lambda api, s: ("POST", "/v1/till/lookup", {"json": {"code": s.number}}),
@@ -258,6 +260,11 @@ class Case:
 
 def _ids(body: Any) -> set[int]:
     return {row["id"] for row in body}
+
+
+def _check_till_program(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"program", "currency", "minor_digits"}  # names and units only, no ids
 
 
 def _check_published(api: Api, b: Seed, r: Any) -> None:
@@ -557,6 +564,13 @@ ISOLATION: list[Case] = [
         ),
     ),
     # endpoints without an id: A's answer shows nothing of B, and B is untouched
+    Case(
+        "till-program",
+        E["GET", "/v1/till/program"],
+        CASHIER,
+        lambda w: ("GET", "/v1/till/program", {}),
+        check=_check_till_program,
+    ),
     Case(
         "published-program",
         E["GET", "/v1/program"],

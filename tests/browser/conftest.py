@@ -92,6 +92,9 @@ class Site:
     #: A member with available points (cards[2]), for redemptions.
     rich_card: str
     http: httpx.Client
+    #: Where the server's data lives, for tests that add a tenant of their own.
+    database_url: str = ""
+    secrets: Secrets | None = None
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -163,7 +166,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         time.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, timeout=10) as http:
-        s = Site(base, tenant, tenant.cards[2], http)
+        s = Site(base, tenant, tenant.cards[2], http, url, secrets)
         _seed(s)
         try:
             yield s

@@ -104,3 +104,22 @@ def test_simulate_rejects_a_naive_time_and_unknown_fields(tmp_path: Path) -> Non
     basket.write_text(json.dumps({"occurred_at": "2026-11-24T15:10:00Z", "items": [], "totl": 3}))
     done = run("simulate", str(KAFFEEHAUS), str(basket))
     assert done.returncode == 1 and "totl" in done.stderr
+
+
+def test_simulate_shows_amounts_in_the_programs_currency(tmp_path: Path) -> None:
+    """A yen program's amounts have no decimals, a dinar program's three."""
+    basket = tmp_path / "basket.json"
+    basket.write_text(
+        json.dumps(
+            {
+                "occurred_at": "2026-11-24T10:10:00+01:00",
+                "items": [{"sku": "MATCHA", "category": "tea", "quantity": 1, "unit_price": 1234}],
+            }
+        )
+    )
+    for currency, shown in (("JPY", "1,234 JPY"), ("KWD", "1.234 KWD"), ("EUR", "12.34 EUR")):
+        program = tmp_path / f"{currency}.yaml"
+        program.write_text(KAFFEEHAUS.read_text().replace("currency: EUR", f"currency: {currency}"))
+        done = run("simulate", str(program), str(basket))
+        assert done.returncode == 0, done.stderr
+        assert shown in done.stdout, done.stdout

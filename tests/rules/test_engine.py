@@ -766,3 +766,16 @@ def test_compiling_under_a_caller_decimal_context_changes_nothing(make_program: 
     with decimal.localcontext(decimal.Context(prec=2, rounding=decimal.ROUND_DOWN)):
         result = rules.evaluate(program, tx(Item("A", 100000, 1)), Member(tier="silver"))
     assert result.exact == Decimal("1000.00") * Decimal("1.125") * Decimal("1.25")
+
+
+def test_money_is_written_in_the_currencys_own_minor_unit() -> None:
+    """One table of minor units, one formatter: exact, with the currency's own decimals."""
+    from rules.money import format_money, minor_digits, minor_unit
+
+    assert [minor_digits(c) for c in ("EUR", "JPY", "KWD", "usd")] == [2, 0, 3, 2]
+    assert minor_unit("JPY") == 1 and str(minor_unit("KWD")) == "0.001"
+    assert format_money(123450, "EUR") == "1,234.50 EUR"
+    assert format_money(1235, "JPY") == "1,235 JPY"
+    assert format_money(1250, "KWD") == "1.250 KWD"
+    assert format_money(-5, "EUR") == "-0.05 EUR"
+    assert format_money(10**10 + 1, "EUR") == "100,000,000.01 EUR"
