@@ -110,7 +110,9 @@ async def _screen(request: Request[Any, Any, Any]) -> None:
     try:
         body = await request.json()
     except Exception:
-        return
+        raise problems.Problem(
+            problems.BAD_REQUEST, "the body is not UTF-8 JSON, or it is nested too deeply"
+        ) from None
     where = _nul_at(body)
     if where is not None:
         raise problems.Problem(
@@ -198,7 +200,7 @@ def create_app(
             STATIC,
         ],
         template_config=TEMPLATES,
-        exception_handlers={Exception: problems.handle},
+        exception_handlers=problems.exception_handlers(),
         before_request=_screen,
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],

@@ -1,8 +1,9 @@
 """Every error the API returns, as RFC 9457 problem JSON, from one table.
 
-Domain and engine errors are translated here and nowhere else: handlers raise what the layer below
-raises, and this module decides the status, the problem ``type`` and what the client may see. Anything
-not in the table is a 500 whose body says nothing about internals.
+Domain and engine errors are translated here and nowhere else, by their class (see HANDLERS):
+handlers raise what the layer below raises, and this module decides the status, the problem ``type``
+and what the client may see. Anything not in the table is a 503 when the database is away, else a
+500 whose body says nothing about internals.
 """
 
 from __future__ import annotations
@@ -158,10 +159,6 @@ def _from_evaluation_error(exc: rules.EvaluationError) -> Response[dict[str, Any
     return problem_response(INVALID, str(exc))
 
 
-def _undecodable(exc: Exception) -> Response[dict[str, Any]]:
-    return problem_response(BAD_REQUEST, "the body is not UTF-8 JSON, or it is nested too deeply")
-
-
 def _from_validation(exc: ValidationException) -> Response[dict[str, Any]]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     if any(isinstance(i, dict) and i.get("key") == "data" and i.get("source") == "body" for i in extra):
@@ -196,32 +193,56 @@ def _from_http(exc: HTTPException) -> Response[dict[str, Any]]:
     return problem_response(kind, str(exc.detail), headers=headers)
 
 
-#: Exception type -> translation. Order matters only in that subclasses must come first.
-TABLE: list[tuple[type[BaseException], Translator]] = [
-    (Problem, _from_problem),
-    (IdempotencyInProgress, _simple(IN_PROGRESS)),
-    (IdempotencyMismatch, _simple(IDEMPOTENCY_MISMATCH)),
-    (domain.NotFound, _simple(NOT_FOUND)),
-    (domain.InsufficientPoints, _from_insufficient),
-    (domain.NotAllowed, _simple(NOT_ALLOWED)),
-    (domain.Conflict, _simple(CONFLICT)),
-    (domain.InvalidInput, _from_invalid_input),
-    (InvalidCardNumber, _simple(INVALID_CARD)),
-    (InvalidToken, _from_token),
-    (rules.ProgramError, _from_program_error),
-    (rules.EvaluationError, _from_evaluation_error),
-    (ValidationException, _from_validation),
-    # Raised while decoding a body: bytes that are not UTF-8, or JSON nested deeper than the parser goes.
-    (UnicodeDecodeError, _undecodable),
-    (RecursionError, _undecodable),
-    (HTTPException, _from_http),
-]
+#: Exception class -> translation. Litestar's exception-handler lookup (and :func:`handle`) takes the
+#: most specific class of an exception (along its MRO), so a subclass needs an entry only when it is
+#: answered differently from its parent. Domain errors that are not a ClientError fall through to
+#: the 500 of :func:`handle`: a bug inside the domain is never reported as the client's fault.
+HANDLERS: dict[type[BaseException], Translator] = {
+    Problem: _from_problem,
+    domain.ClientError: _simple(BAD_REQUEST),
+    domain.NotFound: _simple(NOT_FOUND),
+    InvalidToken: _from_token,
+    domain.Conflict: _simple(CONFLICT),
+    domain.InsufficientPoints: _from_insufficient,
+    domain.NotAllowed: _simple(NOT_ALLOWED),
+    IdempotencyInProgress: _simple(IN_PROGRESS),
+    domain.InvalidInput: _from_invalid_input,
+    IdempotencyMismatch: _simple(IDEMPOTENCY_MISMATCH),
+    InvalidCardNumber: _simple(INVALID_CARD),
+    rules.ProgramError: _from_program_error,
+    rules.EvaluationError: _from_evaluation_error,
+    HTTPException: _from_http,
+    ValidationException: _from_validation,
+}
+
+
+def translation(exc: BaseException) -> Translator | None:
+    """The translation of the most specific class of ``exc`` that has one."""
+    for cls in type(exc).__mro__:
+        translate = HANDLERS.get(cls)
+        if translate is not None:
+            return translate
+    return None
+
+
+def exception_handlers() -> dict[type[Exception], Callable[[Request[Any, Any, Any], Exception], Any]]:
+    """The table for Litestar's own lookup: each class of HANDLERS, and every other exception (an
+    outage, a bug) to :func:`handle`."""
+
+    def adapt(translate: Translator) -> Callable[[Request[Any, Any, Any], Exception], Any]:
+        return lambda _request, exc: translate(exc)
+
+    table: dict[type[Exception], Callable[[Request[Any, Any, Any], Exception], Any]] = {
+        cls: adapt(translate) for cls, translate in HANDLERS.items() if issubclass(cls, Exception)
+    }
+    table[Exception] = handle
+    return table
 
 
 def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    for exc_type, translate in TABLE:
-        if isinstance(exc, exc_type):
-            return translate(exc)
+    translate = translation(exc)
+    if translate is not None:
+        return translate(exc)
     reason = outage(exc)
     if reason is not None:
         log.warning(
@@ -237,4 +258,13 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
     return problem_response(INTERNAL, "The server could not complete the request.")
 
 
-__all__ = ["PROBLEM_JSON", "Problem", "ProblemType", "handle", "problem_response", "redact_path"]
+__all__ = [
+    "HANDLERS",
+    "PROBLEM_JSON",
+    "Problem",
+    "ProblemType",
+    "exception_handlers",
+    "handle",
+    "problem_response",
+    "redact_path",
+]

@@ -41,7 +41,7 @@ import rules
 from loyalty import posting
 from loyalty.cards.numbers import InvalidCardNumber, parse_card_number
 from loyalty.db import Database
-from loyalty.errors import LoyaltyError
+from loyalty.errors import InvalidInput, LoyaltyError
 from loyalty.ledger import Booking, Duplicate, run
 from loyalty.ledger.store import Unit
 from loyalty.models import Outlet, Tenant
@@ -64,7 +64,7 @@ CSV_OPTIONAL = ("member", "category", "quantity", "tags")
 CHANNEL = "import"
 
 
-class ImportFileError(LoyaltyError):
+class ImportFileError(InvalidInput):
     """The file as a whole cannot be imported (unknown format, missing columns); nothing was written."""
 
 

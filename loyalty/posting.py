@@ -38,7 +38,7 @@ from loyalty import members, programs, tiers
 from loyalty.access import Answer, answered_meanwhile, clear_dead
 from loyalty.calendar import expiry_for, local_day, window_start
 from loyalty.db import Database
-from loyalty.errors import InvalidInput, NotAllowed, NotFound
+from loyalty.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from loyalty.ledger import ISSUED, Booking, Holder, Lot, reads
 from loyalty.ledger.store import Duplicate, Stale, Unit, run
 from loyalty.members import MemberView
@@ -113,11 +113,11 @@ class Posted:
     member: MemberView
 
 
-class AlreadyPosted(Exception):
+class AlreadyPosted(Conflict):
     """The receipt (outlet, external id) was booked before; ``transaction_id`` is the first posting."""
 
     def __init__(self, transaction_id: int) -> None:
-        super().__init__(transaction_id)
+        super().__init__(f"this receipt was booked before, as transaction {transaction_id}")
         self.transaction_id = transaction_id
 
 

@@ -1,15 +1,18 @@
-"""Errors of the cards package: one root and one class per thing a caller can get wrong."""
+"""Errors of the cards package: one root (under the domain's, loyalty.errors) and one class per
+thing a caller can get wrong."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-
-class CardError(Exception):
-    """Root of every error the cards package raises about its input."""
+from loyalty.errors import InvalidInput, LoyaltyError, NotFound
 
 
-class InvalidCardNumber(CardError, ValueError):
+class CardError(LoyaltyError):
+    """Root of every error the cards package raises."""
+
+
+class InvalidCardNumber(CardError, InvalidInput, ValueError):
     """A typed card number is malformed or its check digit does not match."""
 
 
@@ -36,7 +39,7 @@ _MESSAGES = {
 }
 
 
-class InvalidToken(CardError):
+class InvalidToken(CardError, NotFound):
     """A card token is malformed, forged, foreign or signed with a key that no longer verifies."""
 
     def __init__(self, reason: TokenFailure) -> None:
