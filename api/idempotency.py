@@ -96,20 +96,11 @@ async def idempotent_by_nature(
 ) -> Response[Any]:
     """For a write outside the ledger that is idempotent in itself (binding a blank card: a second
     run finds the card bound and answers the same): replay a recorded answer, else run and record
-    the answer. Nothing is claimed beforehand, so a failure (the database away) leaves nothing that
-    would hold up a retry."""
-    answer = await _answer(request, status_code, lambda result: result)
-    db = request.app.state.db
-    try:
-        await access.prior_answer(db, answer)
-        payload = await run()
-    except access.AlreadyAnswered as done:
-        return _replayed(done.replay)
-    except Exception as exc:
-        refusal = problems.handle(request, exc)
-        if 400 <= refusal.status_code < 500 and not isinstance(exc, _ABOUT_THE_KEY):
-            await access.record_answer(db, answer, refusal.status_code, encode_json(refusal.content).decode())
-        return refusal
-    body = encode_json(payload)
-    await access.record_answer(db, answer, status_code, body.decode())
-    return Response(body, status_code=status_code, media_type="application/json")
+    the answer afterwards. Nothing is claimed beforehand, so a failure (the database away) leaves
+    nothing that would hold up a retry."""
+
+    async def once(answer: access.Answer) -> Any:
+        await access.prior_answer(request.app.state.db, answer)
+        return await run()
+
+    return await idempotent(request, once, status_code=status_code)

@@ -313,9 +313,8 @@ async def clear_dead(unit: Unit, answer: Answer, found: Sequence[Any] | None) ->
         await unit.execute(_FORGET, answer.tenant_id, answer.api_key_id, answer.key, found[3], found[1])
 
 
-async def answered_meanwhile(db: Database, answer: Answer) -> None:
-    """A write found its key recorded by a concurrent request: raise what to answer instead (the
-    recorded answer, a mismatch, or still in progress)."""
+async def _recorded(db: Database, answer: Answer) -> Sequence[Any] | None:
+    """The record of the answer's key, as :meth:`Answer.judge` takes it, or None."""
     async with db.read() as session:
         row = (
             await session.execute(
@@ -332,6 +331,13 @@ async def answered_meanwhile(db: Database, answer: Answer) -> None:
                 )
             )
         ).first()
+    return row
+
+
+async def answered_meanwhile(db: Database, answer: Answer) -> None:
+    """A write found its key recorded by a concurrent request: raise what to answer instead (the
+    recorded answer, a mismatch, or still in progress)."""
+    row = await _recorded(db, answer)
     answer.judge(row, answer.now)
     raise IdempotencyInProgress("a request with this Idempotency-Key is still running; retry shortly")
 
@@ -367,22 +373,7 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
 async def prior_answer(db: Database, answer: Answer) -> None:
     """Before a write that is idempotent by nature (binding a blank card): raise the answer recorded
     for this key (or a mismatch) if there is one; return when the request should run."""
-    async with db.read() as session:
-        row = (
-            await session.execute(
-                select(
-                    IdempotencyRecord.request_hash,
-                    IdempotencyRecord.status_code,
-                    IdempotencyRecord.response,
-                    IdempotencyRecord.created_at,
-                    IdempotencyRecord.expires_at,
-                ).where(
-                    IdempotencyRecord.tenant_id == answer.tenant_id,
-                    IdempotencyRecord.api_key_id == answer.api_key_id,
-                    IdempotencyRecord.key == answer.key,
-                )
-            )
-        ).first()
+    row = await _recorded(db, answer)
     # Only a finished answer counts: the write may run again, and doing so changes nothing.
     if row is not None and row[1] is not None:
         answer.judge(row, answer.now)

@@ -85,36 +85,35 @@ async def card_member(db: Database, tenant_id: int, card_id: int) -> int:
     return int(member_id)
 
 
+async def _at_outlet(
+    db: Database,
+    row: type[Transaction] | type[Redemption],
+    tenant_id: int,
+    row_id: int,
+    outlet_id: int | None,
+) -> None:
+    """NotFound unless the row (a purchase, a redemption) was made at ``outlet_id``: a cashier acts
+    only for their outlet, and another outlet's rows are as unknown as another tenant's."""
+    async with db.read() as s:
+        found = await s.scalar(
+            select(row.id).where(row.tenant_id == tenant_id, row.id == row_id, row.outlet_id == outlet_id)
+        )
+    if found is None:
+        raise NotFound(f"no {row.__tablename__.removesuffix('s')} {row_id} at this outlet")
+
+
 async def transaction_at_outlet(
     db: Database, tenant_id: int, transaction_id: int, outlet_id: int | None
 ) -> None:
-    """NotFound unless the purchase was booked at ``outlet_id`` (a cashier acts only for their outlet)."""
-    async with db.read() as s:
-        found = await s.scalar(
-            select(Transaction.id).where(
-                Transaction.tenant_id == tenant_id,
-                Transaction.id == transaction_id,
-                Transaction.outlet_id == outlet_id,
-            )
-        )
-    if found is None:
-        raise NotFound(f"no transaction {transaction_id} at this outlet")
+    """NotFound unless the purchase was booked at ``outlet_id``."""
+    await _at_outlet(db, Transaction, tenant_id, transaction_id, outlet_id)
 
 
 async def redemption_at_outlet(
     db: Database, tenant_id: int, redemption_id: int, outlet_id: int | None
 ) -> None:
     """NotFound unless the redemption was made at ``outlet_id``."""
-    async with db.read() as s:
-        found = await s.scalar(
-            select(Redemption.id).where(
-                Redemption.tenant_id == tenant_id,
-                Redemption.id == redemption_id,
-                Redemption.outlet_id == outlet_id,
-            )
-        )
-    if found is None:
-        raise NotFound(f"no redemption {redemption_id} at this outlet")
+    await _at_outlet(db, Redemption, tenant_id, redemption_id, outlet_id)
 
 
 async def card_ids(db: Database, tenant_id: int, numbers: list[str]) -> dict[str, int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import secrets
 import sys
 import tempfile
@@ -16,21 +15,10 @@ from pathlib import Path
 
 from loyalty.db import upgrade
 from loyalty.secrets import init_secrets
+from tests.conftest import PG_ADMIN_URL, _async_url, _pg_admin
 
 from . import scenarios
 from .harness import Row, table
-
-PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-async def _pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def main() -> int:
@@ -47,8 +35,8 @@ def main() -> int:
     sqlite_url = f"sqlite+aiosqlite:///{work / 'soak.db'}"
     upgrade(sqlite_url)
     name = f"loyalty_soak_{secrets.token_hex(4)}"
-    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    pg_url = PG_ADMIN_URL.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    pg_url = _async_url(PG_ADMIN_URL, name)
     rows: list[Row] = []
     try:
         upgrade(pg_url)
@@ -72,7 +60,7 @@ def main() -> int:
                 )
             )
     finally:
-        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     print("\nsoak: the trust scenarios\n" + table(rows))
     for row in rows:
         for note in row.notes:
