@@ -24,6 +24,7 @@ Run the jobs afterwards (``loyalty jobs run ...``) to release and expire what is
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -228,15 +229,7 @@ def read_csv(stream: IO[str]) -> Iterator[Parsed]:
         row_key = (row[col["outlet"]].strip(), row[col["external_id"]].strip()) if len(row) == width else None
         if row_key is None or row_key != key:
             if current is not None:
-                yield Purchase(
-                    current.line,
-                    current.outlet,
-                    current.external_id,
-                    current.card,
-                    current.occurred_at,
-                    tuple(items),
-                    current.member,
-                )
+                yield dataclasses.replace(current, items=tuple(items))
             current, items, failed, key = None, [], None, row_key
         if failed is not None:
             continue
@@ -268,15 +261,7 @@ def read_csv(stream: IO[str]) -> Iterator[Parsed]:
             current, items = None, []
             yield failed
     if current is not None:
-        yield Purchase(
-            current.line,
-            current.outlet,
-            current.external_id,
-            current.card,
-            current.occurred_at,
-            tuple(items),
-            current.member,
-        )
+        yield dataclasses.replace(current, items=tuple(items))
 
 
 def read_jsonl(stream: IO[str]) -> Iterator[Parsed]:
