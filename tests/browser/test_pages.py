@@ -24,6 +24,18 @@ def _fill_line(page: Any, line: int, sku: str, category: str, price: str, qty: s
     page.fill(f"#basket-rows input[data-field=qty][data-line='{line}']", qty)
 
 
+def _till_with_card(open_page: Any, cashier_key: str, card: str) -> Any:
+    """The till as a cashier sees it after typing the key once and scanning ``card``."""
+    page = open_page("/till", TABLET)
+    page.fill("#key-input", cashier_key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-panel", state="hidden")
+    page.fill("#scan-input", card)
+    page.press("#scan-input", "Enter")
+    page.wait_for_selector("#member-panel:not([hidden])")
+    return page
+
+
 def _fits(page: Any, viewport: dict[str, int]) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= viewport["width"], f"the page scrolls sideways: {width} px wide"
@@ -36,14 +48,7 @@ def _earn_rows(site: Site, card: str) -> list[dict[str, Any]]:
 def test_till_posts_a_basket_and_shows_the_new_balance(open_page: Any, site: Site) -> None:
     """A cashier enters the key once, scans a card, posts a basket and sees points, rules and balance."""
     t = site.tenant
-    page = open_page("/till", TABLET)
-    page.fill("#key-input", t.keys["cashier"])
-    page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#key-panel", state="hidden")
-
-    page.fill("#scan-input", t.cards[0])
-    page.press("#scan-input", "Enter")
-    page.wait_for_selector("#member-panel:not([hidden])")
+    page = _till_with_card(open_page, t.keys["cashier"], t.cards[0])
     pending_before = int(page.inner_text("#bal-pending").replace(",", ""))
     assert page.inner_text("#bal-available") == "350"
 
@@ -254,13 +259,7 @@ def test_a_yen_program_shows_amounts_without_decimals(open_page: Any, site: Site
 
     with ThreadPoolExecutor(1) as pool:  # Playwright keeps an event loop in this thread
         yen = pool.submit(prepare).result()
-    page = open_page("/till", TABLET)
-    page.fill("#key-input", yen.keys["cashier"])
-    page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#key-panel", state="hidden")
-    page.fill("#scan-input", yen.cards[0])
-    page.press("#scan-input", "Enter")
-    page.wait_for_selector("#member-panel:not([hidden])")
+    page = _till_with_card(open_page, yen.keys["cashier"], yen.cards[0])
     _fill_line(page, 0, "MATCHA", "tea", "1234", "1")
     expect(page.locator("#basket-total")).to_contain_text("1,234")
     total = page.inner_text("#basket-total")
