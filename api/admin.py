@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
 
 from api import schemas
 from api.auth import requires
-from api.context import actor, caller, db_of, now_of, secrets_of
+from api.context import Caller, CardKeys, Db, Now, actor
 from loyalty import access, adjustments, balances, batches, jobs, members, programs, reports, tenants
 from loyalty.calendar import add_months, local_month, month_start
 from loyalty.ledger import audit as ledger_audit
@@ -25,123 +25,119 @@ class AdminController(Controller):
 
     @post("/partners", operation_id="createPartner", status_code=201)
     async def create_partner(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.PartnerCreate]
+        self, principal: Caller, db: Db, now: Now, data: JSONBody[schemas.PartnerCreate]
     ) -> tenants.PartnerView:
-        principal = await caller(request)
         return await tenants.create_partner(
-            db_of(request),
+            db,
             principal.tenant_id,
             code=data.code,
             name=data.name,
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
         )
 
     @post("/outlets", operation_id="createOutlet", status_code=201)
     async def create_outlet(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.OutletCreate]
+        self, principal: Caller, db: Db, now: Now, data: JSONBody[schemas.OutletCreate]
     ) -> tenants.OutletView:
-        principal = await caller(request)
         return await tenants.create_outlet(
-            db_of(request),
+            db,
             principal.tenant_id,
             partner_id=data.partner_id,
             code=data.code,
             name=data.name,
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
             tags=data.tags,
         )
 
     @get("/outlets", operation_id="listOutlets")
-    async def list_outlets(self, request: Request[Any, Any, Any]) -> list[tenants.OutletView]:
-        principal = await caller(request)
-        return await tenants.list_outlets(db_of(request), principal.tenant_id)
+    async def list_outlets(self, principal: Caller, db: Db) -> list[tenants.OutletView]:
+        return await tenants.list_outlets(db, principal.tenant_id)
 
     # -- API keys -----------------------------------------------------------------------------------
 
     @post("/keys", operation_id="createApiKey", status_code=201)
     async def create_key(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.KeyCreate]
+        self, principal: Caller, db: Db, now: Now, data: JSONBody[schemas.KeyCreate]
     ) -> access.NewKey:
         """Create a key; the response holds its secret, shown this once and stored only as a hash."""
-        principal = await caller(request)
         return await access.create_key(
-            db_of(request),
+            db,
             principal.tenant_id,
             role=data.role,
             name=data.name,
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
             outlet_id=data.outlet_id,
         )
 
     @get("/keys", operation_id="listApiKeys")
-    async def list_keys(self, request: Request[Any, Any, Any]) -> list[access.KeyInfo]:
-        principal = await caller(request)
-        return await access.list_keys(db_of(request), principal.tenant_id)
+    async def list_keys(self, principal: Caller, db: Db) -> list[access.KeyInfo]:
+        return await access.list_keys(db, principal.tenant_id)
 
     @post("/keys/{key_id:int}/revocation", operation_id="revokeApiKey", status_code=200)
-    async def revoke_key(self, request: Request[Any, Any, Any], key_id: schemas.PathId) -> access.KeyInfo:
-        principal = await caller(request)
-        return await access.revoke_key(db_of(request), principal.tenant_id, key_id, now=now_of(request))
+    async def revoke_key(self, principal: Caller, db: Db, now: Now, key_id: schemas.PathId) -> access.KeyInfo:
+        return await access.revoke_key(db, principal.tenant_id, key_id, now=now)
 
     # -- members and cards ----------------------------------------------------------------------------
 
     @get("/members/{member_id:int}", operation_id="getMember")
-    async def member(self, request: Request[Any, Any, Any], member_id: schemas.PathId) -> dict[str, Any]:
-        principal = await caller(request)
-        db = db_of(request)
+    async def member(self, principal: Caller, db: Db, now: Now, member_id: schemas.PathId) -> dict[str, Any]:
         return {
             "member": await members.get_member(db, principal.tenant_id, member_id),
-            "balance": await balances.balance(db, principal.tenant_id, member_id, now=now_of(request)),
+            "balance": await balances.balance(db, principal.tenant_id, member_id, now=now),
         }
 
     @get("/cards/{number:str}", operation_id="getCard")
     async def card(
-        self, request: Request[Any, Any, Any], number: Annotated[str, PathParameter(max_length=40)]
+        self, principal: Caller, db: Db, number: Annotated[str, PathParameter(max_length=40)]
     ) -> members.CardView:
         """Find a card (and so its member) by its printed number."""
-        principal = await caller(request)
-        return await members.get_card(db_of(request), principal.tenant_id, number)
+        return await members.get_card(db, principal.tenant_id, number)
 
     @post("/cards/{number:str}/block", operation_id="blockCard", status_code=200)
     async def block(
-        self, request: Request[Any, Any, Any], number: Annotated[str, PathParameter(max_length=40)]
+        self,
+        principal: Caller,
+        db: Db,
+        now: Now,
+        number: Annotated[str, PathParameter(max_length=40)],
     ) -> members.CardView:
-        principal = await caller(request)
-        return await members.block_card(
-            db_of(request), principal.tenant_id, number, actor=actor(principal), now=now_of(request)
-        )
+        return await members.block_card(db, principal.tenant_id, number, actor=actor(principal), now=now)
 
     @post("/members/{member_id:int}/adjustments", operation_id="adjustPoints", status_code=201)
     async def adjust(
         self,
-        request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
         member_id: schemas.PathId,
         data: JSONBody[schemas.AdjustmentCreate],
     ) -> adjustments.AdjustmentResult:
         """Add or remove points by hand, with a reason; recorded with the key that did it."""
-        principal = await caller(request)
         return await adjustments.adjust(
-            db_of(request),
+            db,
             principal.tenant_id,
             member_id,
             data.points,
             reason=data.reason,
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
         )
 
     # -- jobs and reports -----------------------------------------------------------------------------
 
     @post("/jobs/{kind:str}", operation_id="runJob", status_code=200)
     async def run_job(
-        self, request: Request[Any, Any, Any], kind: FromPath[Literal["pending", "expiry", "tiers", "all"]]
+        self,
+        principal: Caller,
+        db: Db,
+        now: Now,
+        kind: FromPath[Literal["pending", "expiry", "tiers", "all"]],
     ) -> list[jobs.JobResult]:
         """Run a job now: pending points become available, lots expire, tiers are re-evaluated."""
-        principal = await caller(request)
-        db, now, tenant = db_of(request), now_of(request), principal.tenant_id
+        db, now, tenant = db, now, principal.tenant_id
         if kind == "pending":
             return [await jobs.release_pending(db, tenant, now=now)]
         if kind == "expiry":
@@ -151,26 +147,24 @@ class AdminController(Controller):
         return await jobs.run_all(db, tenant, now=now)
 
     @get("/audit", operation_id="auditLedger")
-    async def audit(self, request: Request[Any, Any, Any]) -> ledger_audit.AuditReport:
+    async def audit(self, principal: Caller, db: Db) -> ledger_audit.AuditReport:
         """Re-derive every balance from its entries and every purchase from its recorded version:
         ``ok`` is true when nothing differs; ``findings`` lists each check that failed."""
-        principal = await caller(request)
-        return await ledger_audit.audit(db_of(request), principal.tenant_id)
+        return await ledger_audit.audit(db, principal.tenant_id)
 
     @get("/reports/liability", operation_id="reportLiability")
-    async def liability(self, request: Request[Any, Any, Any]) -> reports.Liability:
-        principal = await caller(request)
-        return await reports.liability(db_of(request), principal.tenant_id)
+    async def liability(self, principal: Caller, db: Db) -> reports.Liability:
+        return await reports.liability(db, principal.tenant_id)
 
     @get("/reports/monthly", operation_id="reportMonthly")
     async def monthly(
         self,
-        request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
         months: Annotated[int, QueryParameter(ge=1, le=reports.MAX_MONTHS)] = 12,
     ) -> list[reports.MonthMovements]:
         """Points issued, reversed, redeemed, expired and adjusted per month, the last ``months`` months."""
-        principal = await caller(request)
-        db, now = db_of(request), now_of(request)
         zone = (await programs.current(db, principal.tenant_id, now)).program.zone
         year, month = add_months(*local_month(now, zone), -(months - 1))
         return await reports.movements(
@@ -179,12 +173,11 @@ class AdminController(Controller):
 
     @get("/reports/partners", operation_id="reportPartners")
     async def partners(
-        self, request: Request[Any, Any, Any], since: FromQuery[datetime], until: FromQuery[datetime]
+        self, principal: Caller, db: Db, since: FromQuery[datetime], until: FromQuery[datetime]
     ) -> list[reports.PartnerSettlement]:
         """Per-partner settlement: sales, points issued there and rewards redeemed there."""
-        principal = await caller(request)
         start, end = schemas.period(since, until)
-        return await reports.settlement(db_of(request), principal.tenant_id, since=start, until=end)
+        return await reports.settlement(db, principal.tenant_id, since=start, until=end)
 
 
 class CardBatchController(Controller):
@@ -196,31 +189,28 @@ class CardBatchController(Controller):
 
     @post("/", operation_id="orderCardBatch", status_code=201)
     async def order(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.CardBatchCreate]
+        self, principal: Caller, db: Db, now: Now, data: JSONBody[schemas.CardBatchCreate]
     ) -> batches.BatchView:
         """Issue N blank cards (for an outlet); print them from /v1/admin/card-batches/{id}/sheet."""
-        principal = await caller(request)
         return await batches.order_batch(
-            db_of(request),
+            db,
             principal.tenant_id,
             data.count,
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
             outlet_id=data.outlet_id,
         )
 
     @get("/", operation_id="listCardBatches")
-    async def list_batches(self, request: Request[Any, Any, Any]) -> list[batches.BatchView]:
-        principal = await caller(request)
-        return await batches.list_batches(db_of(request), principal.tenant_id)
+    async def list_batches(self, principal: Caller, db: Db) -> list[batches.BatchView]:
+        return await batches.list_batches(db, principal.tenant_id)
 
     @get("/{batch_id:int}/sheet", operation_id="cardBatchSheet", media_type="application/pdf")
-    async def sheet(self, request: Request[Any, Any, Any], batch_id: schemas.PathId) -> Response[bytes]:
+    async def sheet(
+        self, principal: Caller, db: Db, now: Now, secrets: CardKeys, batch_id: schemas.PathId
+    ) -> Response[bytes]:
         """The A4 PDF of the batch: a grid of cards with program name, QR, number and cut marks."""
-        principal = await caller(request)
-        pdf = await batches.batch_pdf(
-            db_of(request), secrets_of(request), principal.tenant_id, batch_id, now=now_of(request)
-        )
+        pdf = await batches.batch_pdf(db, secrets, principal.tenant_id, batch_id, now=now)
         return Response(
             pdf,
             media_type="application/pdf",

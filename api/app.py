@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Litestar, Request, get
+from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.stores.memory import MemoryStore
 
-from api import openapi, problems
+from api import context, openapi, problems
 from api.admin import AdminController, CardBatchController
 from api.auth import KEY_CACHE_SECONDS, KeyCache, Principal
 from api.customer import CustomerController
@@ -201,6 +202,13 @@ def create_app(
         ],
         template_config=TEMPLATES,
         exception_handlers=problems.exception_handlers(),
+        # What a handler may ask for by name: the database, the clock, the card-token keys, the caller.
+        dependencies={
+            "db": Provide(context.db_of, sync_to_thread=False),
+            "now": Provide(context.now_of, sync_to_thread=False),
+            "secrets": Provide(context.secrets_of, sync_to_thread=False),
+            "principal": Provide(context.caller),
+        },
         before_request=_screen,
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from api.auth import Principal, principal_of
 from loyalty.db import Database
@@ -34,3 +35,11 @@ async def caller(request: Request[Any, Any, Any]) -> Principal:
 def actor(principal: Principal) -> str:
     """How changes are attributed in the audit log."""
     return f"{principal.role}-key:{principal.key_id}"
+
+
+#: What handlers ask for by name (app-level dependencies of api.app): the database, the request's
+#: clock reading, the card-token keys, and the verified caller.
+Db = NamedDependency[Database]
+Now = NamedDependency[datetime]
+CardKeys = NamedDependency[Secrets]
+Caller = NamedDependency[Principal]

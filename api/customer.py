@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.datastructures import CacheControlHeader
 from litestar.params import PathParameter, QueryParameter
 
-from api.context import db_of, now_of, secrets_of
+from api.context import CardKeys, Db, Now
 from loyalty import balances, lookup
+from loyalty.db import Database
+from loyalty.secrets import Secrets
 
 #: Customer tokens are short; anything longer is refused before it is decoded.
 MAX_TOKEN = 120
 
 
-async def _member(request: Request[Any, Any, Any], token: str) -> tuple[int, int]:
-    tenant_id, card_id = lookup.verify_customer_token(token, secrets_of(request), now=now_of(request))
-    return tenant_id, await lookup.card_member(db_of(request), tenant_id, card_id)
+async def _member(db: Database, secrets: Secrets, now: datetime, token: str) -> tuple[int, int]:
+    """The card's tenant and member, from its signed token (a forged one is an unknown card)."""
+    tenant_id, card_id = lookup.verify_customer_token(token, secrets, now=now)
+    return tenant_id, await lookup.card_member(db, tenant_id, card_id)
 
 
 class CustomerController(Controller):
@@ -28,20 +32,26 @@ class CustomerController(Controller):
 
     @get("/balance", operation_id="customerBalance")
     async def balance(
-        self, request: Request[Any, Any, Any], token: Annotated[str, PathParameter(max_length=MAX_TOKEN)]
+        self,
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
+        token: Annotated[str, PathParameter(max_length=MAX_TOKEN)],
     ) -> balances.Balance:
         """Balance, pending and expiring points by month, tier progress, stamp cards, rewards in reach."""
-        tenant_id, member_id = await _member(request, token)
-        return await balances.balance(db_of(request), tenant_id, member_id, now=now_of(request))
+        tenant_id, member_id = await _member(db, secrets, now, token)
+        return await balances.balance(db, tenant_id, member_id, now=now)
 
     @get("/history", operation_id="customerHistory")
     async def history(
         self,
-        request: Request[Any, Any, Any],
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
         token: Annotated[str, PathParameter(max_length=MAX_TOKEN)],
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
         before: Annotated[int | None, QueryParameter(ge=1, le=2**62)] = None,
     ) -> balances.HistoryPage:
         """The member's movements, newest first; pass ``next_before`` as ``before`` for the next page."""
-        tenant_id, member_id = await _member(request, token)
-        return await balances.history(db_of(request), tenant_id, member_id, limit=limit, before=before)
+        tenant_id, member_id = await _member(db, secrets, now, token)
+        return await balances.history(db, tenant_id, member_id, limit=limit, before=before)

@@ -12,7 +12,7 @@ from litestar.params import JSONBody, QueryParameter
 import rules
 from api import schemas
 from api.auth import requires
-from api.context import actor, caller, db_of, now_of
+from api.context import Caller, Db, Now, actor
 from api.problems import UNSUPPORTED, Problem
 from loyalty import backtest, programs
 
@@ -61,24 +61,19 @@ class ProgramController(Controller):
         return summary(rules.load_program(await read_document(request)))
 
     @get("/", operation_id="getPublishedProgram")
-    async def published(self, request: Request[Any, Any, Any]) -> programs.VersionView:
+    async def published(self, principal: Caller, db: Db, now: Now) -> programs.VersionView:
         """The version in force now."""
-        principal = await caller(request)
-        priced = await programs.current(db_of(request), principal.tenant_id, now_of(request))
-        view = await programs.get_version(db_of(request), principal.tenant_id, priced.version_id)
+        priced = await programs.current(db, principal.tenant_id, now)
+        view = await programs.get_version(db, principal.tenant_id, priced.version_id)
         return dataclasses.replace(view, currency=priced.program.document.currency)
 
     @get("/versions", operation_id="listProgramVersions")
-    async def versions(self, request: Request[Any, Any, Any]) -> list[programs.VersionView]:
-        principal = await caller(request)
-        return await programs.list_versions(db_of(request), principal.tenant_id)
+    async def versions(self, principal: Caller, db: Db) -> list[programs.VersionView]:
+        return await programs.list_versions(db, principal.tenant_id)
 
     @get("/versions/{version_id:int}", operation_id="getProgramVersion")
-    async def version(
-        self, request: Request[Any, Any, Any], version_id: schemas.PathId
-    ) -> programs.VersionView:
-        principal = await caller(request)
-        return await programs.get_version(db_of(request), principal.tenant_id, version_id)
+    async def version(self, principal: Caller, db: Db, version_id: schemas.PathId) -> programs.VersionView:
+        return await programs.get_version(db, principal.tenant_id, version_id)
 
     @post(
         "/drafts",
@@ -87,27 +82,28 @@ class ProgramController(Controller):
         request_max_body_size=MAX_DOCUMENT_BYTES,
         opt={"document": True},
     )
-    async def save_draft(self, request: Request[Any, Any, Any]) -> programs.VersionView:
+    async def save_draft(
+        self, request: Request[Any, Any, Any], principal: Caller, db: Db, now: Now
+    ) -> programs.VersionView:
         """Save the draft (YAML or JSON body); errors come back as a 422 with line, column and hint."""
-        principal = await caller(request)
         return await programs.save_draft(
-            db_of(request),
+            db,
             principal.tenant_id,
             await read_document(request),
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
         )
 
     @post("/versions/{version_id:int}/simulations", operation_id="simulateVersion", status_code=200)
     async def simulate(
         self,
-        request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
         version_id: schemas.PathId,
         data: JSONBody[schemas.SimulationRequest],
     ) -> dict[str, Any]:
         """Evaluate a basket against a version (a draft, typically) with the full explanation."""
-        principal = await caller(request)
-        version = await programs.get_version(db_of(request), principal.tenant_id, version_id)
+        version = await programs.get_version(db, principal.tenant_id, version_id)
         program = programs.checked(version.digest, version.document)
         b = data.basket
         result = rules.evaluate(
@@ -117,13 +113,12 @@ class ProgramController(Controller):
 
     @post("/versions/{version_id:int}/backtests", operation_id="backtestVersion", status_code=200)
     async def backtest(
-        self, request: Request[Any, Any, Any], version_id: schemas.PathId, data: JSONBody[schemas.Period]
+        self, principal: Caller, db: Db, version_id: schemas.PathId, data: JSONBody[schemas.Period]
     ) -> backtest.BacktestReport:
         """Replay stored purchases of a period against a version and compare with what was booked."""
-        principal = await caller(request)
-        version = await programs.get_version(db_of(request), principal.tenant_id, version_id)
+        version = await programs.get_version(db, principal.tenant_id, version_id)
         return await backtest.backtest(
-            db_of(request),
+            db,
             principal.tenant_id,
             programs.checked(version.digest, version.document),
             since=data.since,
@@ -133,31 +128,30 @@ class ProgramController(Controller):
     @post("/versions/{version_id:int}/publications", operation_id="publishVersion", status_code=200)
     async def publish(
         self,
-        request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
         version_id: schemas.PathId,
         data: JSONBody[schemas.PublishRequest],
     ) -> programs.VersionView:
         """Publish a draft from ``valid_from``; published versions never change."""
-        principal = await caller(request)
         return await programs.publish(
-            db_of(request),
+            db,
             principal.tenant_id,
             version_id,
             actor=actor(principal),
-            now=now_of(request),
+            now=now,
             valid_from=data.valid_from,
         )
 
     @get("/rule-points", operation_id="pointsPerRule")
     async def rule_points(
         self,
-        request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
         since: Annotated[datetime, QueryParameter(description="ISO instant with offset")],
         until: Annotated[datetime, QueryParameter(description="ISO instant with offset")],
     ) -> list[Any]:
         """Points earned per rule over a period, from the stored evaluations."""
-        principal = await caller(request)
         start, end = schemas.period(since, until)
-        return list(
-            await backtest.points_per_rule(db_of(request), principal.tenant_id, since=start, until=end)
-        )
+        return list(await backtest.points_per_rule(db, principal.tenant_id, since=start, until=end))

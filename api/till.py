@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -11,17 +12,20 @@ from litestar.params import JSONBody
 
 from api import schemas
 from api.auth import Principal, requires
-from api.context import caller, db_of, now_of, secrets_of
+from api.context import Caller, CardKeys, Db, Now
 from api.idempotency import IdempotencyKey, idempotent, idempotent_by_nature
 from loyalty import lookup, members, posting, programs, redemptions, refunds
 from loyalty.access import Answer
+from loyalty.db import Database
+from loyalty.secrets import Secrets
 from rules.context import Item
 from rules.money import minor_digits
 
 
-async def _card(request: Request[Any, Any, Any], principal: Principal, code: str) -> str:
-    ref = lookup.parse_code(code, secrets_of(request), principal.tenant_id, now=now_of(request))
-    return await lookup.card_number(db_of(request), principal.tenant_id, ref)
+async def _card(db: Database, secrets: Secrets, principal: Principal, code: str, now: datetime) -> str:
+    """The printed number behind what the till scanned or typed."""
+    ref = lookup.parse_code(code, secrets, principal.tenant_id, now=now)
+    return await lookup.card_number(db, principal.tenant_id, ref)
 
 
 def _key_id(answer: Answer) -> str:
@@ -39,11 +43,10 @@ class TillController(Controller):
     cache_control = CacheControlHeader(no_store=True)
 
     @get("/program", operation_id="tillProgram")
-    async def program(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def program(self, principal: Caller, db: Db, now: Now) -> dict[str, Any]:
         """The program in force: its name, and the currency the till shows and takes prices in
         (amounts in the API are integer minor units: cents for EUR, yen for JPY)."""
-        principal = await caller(request)
-        priced = await programs.current(db_of(request), principal.tenant_id, now_of(request))
+        priced = await programs.current(db, principal.tenant_id, now)
         document = priced.program.document
         return {
             "program": document.program,
@@ -53,28 +56,33 @@ class TillController(Controller):
 
     @post("/lookup", operation_id="tillLookup", status_code=200)
     async def lookup_card(
-        self, request: Request[Any, Any, Any], data: JSONBody[schemas.LookupRequest]
+        self,
+        principal: Caller,
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
+        data: JSONBody[schemas.LookupRequest],
     ) -> lookup.Scan:
         """Scan or type a card: the card, its member, balance, tier, stamp cards and rewards in reach."""
-        principal = await caller(request)
-        ref = lookup.parse_code(data.code, secrets_of(request), principal.tenant_id, now=now_of(request))
-        return await lookup.scan(db_of(request), principal.tenant_id, ref, now=now_of(request))
+        ref = lookup.parse_code(data.code, secrets, principal.tenant_id, now=now)
+        return await lookup.scan(db, principal.tenant_id, ref, now=now)
 
     @post("/activations", operation_id="tillActivateCard")
     async def activate(
         self,
         request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.ActivateRequest],
     ) -> Response[Any]:
         """Bind a blank card to a new member (its first use)."""
-        principal = await caller(request)
 
         async def run() -> Any:
-            number = await _card(request, principal, data.card)
-            member = await members.resolve_card(
-                db_of(request), principal.tenant_id, number, now=now_of(request)
-            )
+            number = await _card(db, secrets, principal, data.card, now)
+            member = await members.resolve_card(db, principal.tenant_id, number, now=now)
             return {"card": number, "member": member}
 
         return await idempotent_by_nature(request, run)
@@ -83,16 +91,18 @@ class TillController(Controller):
     async def post_transaction(
         self,
         request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.PostTransactionRequest],
     ) -> Response[Any]:
         """Post a basket: points with the rule-by-rule explanation, and the member's new balance."""
-        principal = await caller(request)
         assert principal.outlet_id is not None
 
         async def run(answer: Answer) -> posting.Posted:
-            now = now_of(request)
-            ref = lookup.parse_code(data.card, secrets_of(request), principal.tenant_id, now=now)
+            ref = lookup.parse_code(data.card, secrets, principal.tenant_id, now=now)
             items = tuple(
                 Item(i.sku, i.unit_price, i.quantity, i.category, tuple(i.tags)) for i in data.items
             )
@@ -105,7 +115,7 @@ class TillController(Controller):
                 card_number=ref.number,
                 channel=data.channel,
             )
-            return await posting.post(db_of(request), principal.tenant_id, receipt, now=now, answer=answer)
+            return await posting.post(db, principal.tenant_id, receipt, now=now, answer=answer)
 
         return await idempotent(
             request, run, lambda done: {"transaction": done.posting, "balance": done.member}
@@ -115,15 +125,16 @@ class TillController(Controller):
     async def refund(
         self,
         request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
         idempotency_key: IdempotencyKey,
         transaction_id: schemas.PathId,
         data: JSONBody[schemas.RefundRequest],
     ) -> Response[Any]:
         """Return some items of a purchase made at this outlet (or all of them)."""
-        principal = await caller(request)
 
         async def run(answer: Answer) -> refunds.Refunded:
-            db, now = db_of(request), now_of(request)
             await lookup.transaction_at_outlet(db, principal.tenant_id, transaction_id, principal.outlet_id)
             lines = {line.line: line.quantity for line in data.lines} if data.lines is not None else None
             return await refunds.refund_with_member(
@@ -142,15 +153,17 @@ class TillController(Controller):
     async def redeem(
         self,
         request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.RedeemRequest],
     ) -> Response[Any]:
         """Spend points on a reward: never overdraws, however many tills try at once."""
-        principal = await caller(request)
 
         async def run(answer: Answer) -> redemptions.Redeemed:
-            db, now = db_of(request), now_of(request)
-            ref = lookup.parse_code(data.card, secrets_of(request), principal.tenant_id, now=now)
+            ref = lookup.parse_code(data.card, secrets, principal.tenant_id, now=now)
             return await redemptions.redeem_with_member(
                 db,
                 principal.tenant_id,
@@ -169,16 +182,18 @@ class TillController(Controller):
 
     @post("/redemptions/{redemption_id:int}/cancellations", operation_id="tillCancelRedemption")
     async def cancel(
-        self, request: Request[Any, Any, Any], idempotency_key: IdempotencyKey, redemption_id: schemas.PathId
+        self,
+        request: Request[Any, Any, Any],
+        principal: Caller,
+        db: Db,
+        now: Now,
+        idempotency_key: IdempotencyKey,
+        redemption_id: schemas.PathId,
     ) -> Response[Any]:
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
-        principal = await caller(request)
 
         async def run(answer: Answer) -> redemptions.CancelResult:
-            db = db_of(request)
             await lookup.redemption_at_outlet(db, principal.tenant_id, redemption_id, principal.outlet_id)
-            return await redemptions.cancel(
-                db, principal.tenant_id, redemption_id, now=now_of(request), answer=answer
-            )
+            return await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now, answer=answer)
 
         return await idempotent(request, run)

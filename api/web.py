@@ -15,17 +15,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.params import FromPath
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from api.context import db_of, now_of, secrets_of
+from api.context import CardKeys, Db, Now
 from loyalty import balances, lookup, programs
 from loyalty.cards.errors import CardError
+from loyalty.db import Database
 from loyalty.errors import LoyaltyError, NotAllowed
+from loyalty.secrets import Secrets
 from rules.money import format_money
 
 HERE = Path(__file__).resolve().parent
@@ -91,11 +93,10 @@ def _month_name(month: str) -> str:
     return datetime(int(year), int(number), 1).strftime("%B %Y")
 
 
-async def _card_context(request: Request[Any, Any, Any], token: str) -> dict[str, Any]:
+async def _card_context(db: Database, secrets: Secrets, now: datetime, token: str) -> dict[str, Any]:
     if len(token) > MAX_TOKEN:
         raise NotAllowed("this is not a card code")
-    db, now = db_of(request), now_of(request)
-    tenant_id, card_id = lookup.verify_customer_token(token, secrets_of(request), now=now)
+    tenant_id, card_id = lookup.verify_customer_token(token, secrets, now=now)
     member_id = await lookup.card_member(db, tenant_id, card_id)
     program = (await programs.current(db, tenant_id, now)).program
     balance = await balances.balance(db, tenant_id, member_id, now=now)
@@ -145,10 +146,10 @@ class WebController(Controller):
         return Template("dashboard.html", context={"page": "dashboard"}, headers=SECURITY_HEADERS)
 
     @get("/c/{token:str}", name="web:card")
-    async def card(self, request: Request[Any, Any, Any], token: FromPath[str]) -> Template:
+    async def card(self, db: Db, now: Now, secrets: CardKeys, token: FromPath[str]) -> Template:
         """The page a phone opens from the card's QR code."""
         try:
-            context = await _card_context(request, token)
+            context = await _card_context(db, secrets, now, token)
         except (CardError, LoyaltyError) as exc:
             # Only our own, user-facing messages are shown; a bad token never says why it failed.
             reason = str(exc) if isinstance(exc, LoyaltyError) and "card" in str(exc) else None

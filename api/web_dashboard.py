@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Controller, Request, get
+from litestar import Controller, get
 
 from api.auth import requires
-from api.context import caller, db_of, now_of
+from api.context import Caller, Db, Now
 from loyalty import dashboard
 
 
@@ -17,7 +15,6 @@ class DashboardController(Controller):
     guards = [requires("marketer", "admin")]
 
     @get("/tiers", operation_id="tierDistribution")
-    async def tiers(self, request: Request[Any, Any, Any]) -> list[dashboard.TierCount]:
+    async def tiers(self, principal: Caller, db: Db, now: Now) -> list[dashboard.TierCount]:
         """Members per tier of the version in force, lowest tier first."""
-        principal = await caller(request)
-        return await dashboard.tier_distribution(db_of(request), principal.tenant_id, now=now_of(request))
+        return await dashboard.tier_distribution(db, principal.tenant_id, now=now)
