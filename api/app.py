@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import Litestar, Request, get
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -19,7 +20,7 @@ from litestar.stores.memory import MemoryStore
 
 from api import context, openapi, problems
 from api.admin import AdminController, CardBatchController
-from api.auth import KEY_CACHE_SECONDS, KeyCache, Principal
+from api.auth import KEY_CACHE_SECONDS, PUBLIC, ApiKeyAuthentication, KeyCache, Principal
 from api.customer import CustomerController
 from api.problems import redact_path
 from api.programs import ProgramController
@@ -45,13 +46,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@get("/health", operation_id="health", tags=["ops"], sync_to_thread=False)
+@get("/health", operation_id="health", tags=["ops"], sync_to_thread=False, opt={PUBLIC: True})
 def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@get("/ready", operation_id="ready", tags=["ops"])
+@get("/ready", operation_id="ready", tags=["ops"], opt={PUBLIC: True})
 async def ready(request: Request[Any, Any, Any]) -> dict[str, str]:
     """Readiness: the database answers and its schema is current; else a 503 problem saying why."""
     reason = await request.app.state.db.readiness()
@@ -217,7 +218,8 @@ def create_app(
                 rate_limit=("second", limit),
                 identifier_for_request=_caller_identity,
                 exclude=["/schema", "/health"],
-            ).middleware
+            ).middleware,
+            DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"], exclude_from_auth_key=PUBLIC),
         ],
         stores={"rate_limit": MemoryStore()},
         openapi_config=OpenAPIConfig(

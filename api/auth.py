@@ -14,6 +14,7 @@ from typing import Any
 from cachetools import LRUCache, TTLCache
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from api.problems import FORBIDDEN, UNAUTHORIZED, Problem
 
@@ -81,6 +82,9 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """Resolve (once per request) the caller's Principal, or raise 401."""
+    user = connection.scope.get("user")
+    if isinstance(user, Principal):
+        return user
     cached = connection.scope.get("state", {}).get("principal")
     if isinstance(cached, Principal):
         return cached
@@ -94,6 +98,21 @@ async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
         )
     connection.scope.setdefault("state", {})["principal"] = principal
     return principal
+
+
+#: Route option marking what anyone may call without a key (probes, customer pages, static files).
+PUBLIC = "exclude_from_auth"
+
+
+class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    """``request.user`` is the verified caller (a :class:`Principal`) on every route not marked
+    public (``opt={PUBLIC: True}``); without a valid key the request ends here with a 401 problem.
+    It runs after the rate limiter, so anonymous traffic is limited before any key is looked up."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        return AuthenticationResult(user=await principal_of(connection), auth=None)
 
 
 def requires(

@@ -29,6 +29,7 @@ def secrets_of(request: Request[Any, Any, Any]) -> Secrets:
 
 
 async def caller(request: Request[Any, Any, Any]) -> Principal:
+    """The verified caller: ``request.user``, set by the authentication middleware."""
     return await principal_of(request)
 
 

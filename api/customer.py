@@ -9,6 +9,7 @@ from litestar import Controller, get
 from litestar.datastructures import CacheControlHeader
 from litestar.params import PathParameter, QueryParameter
 
+from api.auth import PUBLIC
 from api.context import CardKeys, Db, Now
 from loyalty import balances, lookup
 from loyalty.db import Database
@@ -27,6 +28,8 @@ async def _member(db: Database, secrets: Secrets, now: datetime, token: str) -> 
 class CustomerController(Controller):
     path = "/v1/cards/{token:str}"
     tags = ["customer"]
+    #: The card's signed token is the credential: no API key.
+    opt = {PUBLIC: True}
     #: A member's balance and history are theirs: no browser or proxy may keep a copy.
     cache_control = CacheControlHeader(no_store=True)
 

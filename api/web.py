@@ -22,6 +22,7 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from api.auth import PUBLIC
 from api.context import CardKeys, Db, Now
 from loyalty import balances, lookup, programs
 from loyalty.cards.errors import CardError
@@ -32,7 +33,9 @@ from rules.money import format_money
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
-STATIC = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False)
+STATIC = create_static_files_router(
+    path="/static", directories=[HERE / "static"], include_in_schema=False, opt={PUBLIC: True}
+)
 
 #: Longest card token the customer page tries to read (the JSON customer endpoints use the same bound).
 MAX_TOKEN = 120
@@ -128,6 +131,8 @@ class WebController(Controller):
     """HTML pages; their data comes from the JSON API (or, for the card page, the same services)."""
 
     include_in_schema = False
+    #: The pages ask for a key in the browser; the card page's credential is its token.
+    opt = {PUBLIC: True}
 
     @get("/", name="web:index")
     async def index(self) -> Template:

@@ -86,3 +86,22 @@ def test_a_body_that_cannot_be_decoded_is_still_a_400(api: Any) -> None:
             "/v1/till/lookup", content=content, headers=api.a.headers(**{"Content-Type": "application/json"})
         )
         assert_problem(r, 400)
+
+
+def test_the_caller_is_request_user_set_by_the_authentication_middleware(api: Any) -> None:
+    """A route with no guard of its own still needs a key: the middleware verifies it and puts the
+    caller on ``request.user``; public routes (probes, customer pages) are marked as such."""
+    from litestar import Request, get
+
+    @get("/v1/whoami", sync_to_thread=False)
+    def whoami(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return {"key_id": request.user.key_id, "role": request.user.role}
+
+    api.client.app.register(whoami)
+    r = api.client.get("/v1/whoami", headers=api.a.headers("admin"))
+    assert r.status_code == 200 and r.json()["role"] == "admin", r.text
+    body = assert_problem(api.client.get("/v1/whoami"), 401)
+    assert "Bearer" in body["detail"]
+    assert_problem(api.client.get("/v1/whoami", headers={"Authorization": f"Bearer lk_1_{'x' * 40}"}), 401)
+    assert api.client.get("/health").status_code == 200
+    assert api.client.get(f"/v1/cards/{api.a.token}/balance").status_code == 200
