@@ -5,6 +5,7 @@ Responses are the domain layer's frozen dataclasses, serialised as they are.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -12,6 +13,7 @@ from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.problems import INVALID, Problem
+from loyalty import members, posting, redemptions, refunds
 from loyalty.baskets import MAX_YEAR, MIN_YEAR, Basket, BasketItem, Count, Instant
 from rules.context import Item
 from rules.engine import MAX_ITEMS, check_basket
@@ -147,3 +149,34 @@ def period(since: datetime, until: datetime) -> tuple[datetime, datetime]:
     if until <= since:
         raise Problem(INVALID, "until must be after since")
     return since, until
+
+
+# --- what the till writes answer (the bodies their retries replay, documented) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PostingAnswer:
+    """A booked purchase and the member's figures right after it."""
+
+    transaction: posting.Posting
+    balance: members.MemberView
+
+
+@dataclass(frozen=True, slots=True)
+class RefundAnswer:
+    refund: refunds.RefundResult
+    balance: members.MemberView
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionAnswer:
+    redemption: redemptions.RedemptionResult
+    balance: members.MemberView
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationAnswer:
+    """The card bound and its (new) member."""
+
+    card: str
+    member: members.MemberView

@@ -77,13 +77,13 @@ class TillController(Controller):
         secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.ActivateRequest],
-    ) -> Response[Any]:
+    ) -> Response[schemas.ActivationAnswer]:
         """Bind a blank card to a new member (its first use)."""
 
-        async def run() -> Any:
+        async def run() -> schemas.ActivationAnswer:
             number = await _card(db, secrets, principal, data.card, now)
             member = await members.resolve_card(db, principal.tenant_id, number, now=now)
-            return {"card": number, "member": member}
+            return schemas.ActivationAnswer(number, member)
 
         return await idempotent_by_nature(request, run)
 
@@ -97,7 +97,7 @@ class TillController(Controller):
         secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.PostTransactionRequest],
-    ) -> Response[Any]:
+    ) -> Response[schemas.PostingAnswer]:
         """Post a basket: points with the rule-by-rule explanation, and the member's new balance."""
         assert principal.outlet_id is not None
 
@@ -117,9 +117,7 @@ class TillController(Controller):
             )
             return await posting.post(db, principal.tenant_id, receipt, now=now, answer=answer)
 
-        return await idempotent(
-            request, run, lambda done: {"transaction": done.posting, "balance": done.member}
-        )
+        return await idempotent(request, run, lambda done: schemas.PostingAnswer(done.posting, done.member))
 
     @post("/transactions/{transaction_id:int}/refunds", operation_id="tillRefund")
     async def refund(
@@ -131,7 +129,7 @@ class TillController(Controller):
         idempotency_key: IdempotencyKey,
         transaction_id: schemas.PathId,
         data: JSONBody[schemas.RefundRequest],
-    ) -> Response[Any]:
+    ) -> Response[schemas.RefundAnswer]:
         """Return some items of a purchase made at this outlet (or all of them)."""
 
         async def run(answer: Answer) -> refunds.Refunded:
@@ -147,7 +145,7 @@ class TillController(Controller):
                 answer=answer,
             )
 
-        return await idempotent(request, run, lambda done: {"refund": done.refund, "balance": done.member})
+        return await idempotent(request, run, lambda done: schemas.RefundAnswer(done.refund, done.member))
 
     @post("/redemptions", operation_id="tillRedeem")
     async def redeem(
@@ -159,7 +157,7 @@ class TillController(Controller):
         secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.RedeemRequest],
-    ) -> Response[Any]:
+    ) -> Response[schemas.RedemptionAnswer]:
         """Spend points on a reward: never overdraws, however many tills try at once."""
 
         async def run(answer: Answer) -> redemptions.Redeemed:
@@ -177,7 +175,7 @@ class TillController(Controller):
             )
 
         return await idempotent(
-            request, run, lambda done: {"redemption": done.redemption, "balance": done.member}
+            request, run, lambda done: schemas.RedemptionAnswer(done.redemption, done.member)
         )
 
     @post("/redemptions/{redemption_id:int}/cancellations", operation_id="tillCancelRedemption")
@@ -189,7 +187,7 @@ class TillController(Controller):
         now: Now,
         idempotency_key: IdempotencyKey,
         redemption_id: schemas.PathId,
-    ) -> Response[Any]:
+    ) -> Response[redemptions.CancelResult]:
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
 
         async def run(answer: Answer) -> redemptions.CancelResult:

@@ -218,3 +218,41 @@ def test_a_basket_posted_with_the_scanned_card_url_books_for_its_member(api: Api
     forged = scan_url(a.token[:-1] + ("A" if a.token[-1] != "A" else "B"))
     r = post(api, a, basket(forged, "r-forged", ("LATTE", "coffee", 1, 450)))
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_the_till_writes_answer_what_the_schema_documents(api: Api) -> None:
+    """Each till write documents its answer's model in the OpenAPI document, and answers it: the
+    fields a client may rely on are the ones there, at both levels."""
+    a = api.a
+    doc = api.client.get("/schema/openapi.json").json()
+    models = doc["components"]["schemas"]
+
+    def model(path: str) -> dict[str, Any]:
+        responses = doc["paths"][path]["post"]["responses"]
+        ref = responses["201"]["content"]["application/json"]["schema"]["$ref"]
+        return models[ref.rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+
+    def nested(m: dict[str, Any], field: str) -> dict[str, Any]:
+        ref = m["properties"][field]["$ref"]
+        return models[ref.rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+
+    give_points(api, a, 1000)
+    posted = api.client.post(
+        "/v1/till/transactions",
+        json=basket(a.card, "schema-1", ("LATTE", "coffee", 2, 450)),
+        headers=a.headers(**{"Idempotency-Key": "schema-1"}),
+    )
+    assert posted.status_code == 201, posted.text
+    answer = model("/v1/till/transactions")
+    assert set(posted.json()) == set(answer["properties"])
+    assert set(posted.json()["transaction"]) == set(nested(answer, "transaction")["properties"])
+    assert set(posted.json()["balance"]) == set(nested(answer, "balance")["properties"])
+    redeemed = api.client.post(
+        "/v1/till/redemptions",
+        json={"card": a.card, "reward": "COFFEE"},
+        headers=a.headers(**{"Idempotency-Key": "schema-2"}),
+    )
+    assert redeemed.status_code == 201, redeemed.text
+    answer = model("/v1/till/redemptions")
+    assert set(redeemed.json()) == set(answer["properties"])
+    assert set(redeemed.json()["redemption"]) == set(nested(answer, "redemption")["properties"])
