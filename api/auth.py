@@ -81,13 +81,11 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 
 async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    """Resolve (once per request) the caller's Principal, or raise 401."""
+    """The caller's Principal: ``request.user`` once the authentication middleware has set it (it
+    calls this, once per request), else verified from the bearer token; 401 without a live key."""
     user = connection.scope.get("user")
     if isinstance(user, Principal):
         return user
-    cached = connection.scope.get("state", {}).get("principal")
-    if isinstance(cached, Principal):
-        return cached
     authenticate: Authenticator = connection.app.state.authenticate
     principal = await authenticate(bearer_token(connection))
     if principal is None:
@@ -96,7 +94,6 @@ async def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
             "unknown or revoked API key",
             headers={"WWW-Authenticate": 'Bearer realm="loyalty", error="invalid_token"'},
         )
-    connection.scope.setdefault("state", {})["principal"] = principal
     return principal
 
 

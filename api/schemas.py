@@ -15,9 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.problems import INVALID, Problem
 from loyalty import members, posting, redemptions, refunds
 from loyalty.baskets import MAX_YEAR, MIN_YEAR, Basket, BasketItem, Count, Instant
-from rules.context import Item
-from rules.engine import MAX_ITEMS, check_basket
-from rules.errors import EvaluationError
+from rules.engine import MAX_ITEMS
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
@@ -48,14 +46,6 @@ class PostTransactionRequest(Strict):
     occurred_at: Instant = Field(description="When the purchase happened, with its UTC offset.")
     items: list[BasketItem] = Field(min_length=1, max_length=MAX_ITEMS)
     channel: Code = "till"
-
-    @model_validator(mode="after")
-    def _within_bounds(self) -> PostTransactionRequest:
-        try:
-            check_basket([Item(i.sku, i.unit_price, i.quantity, i.category) for i in self.items])
-        except EvaluationError as exc:
-            raise ValueError(str(exc)) from None
-        return self
 
 
 class RefundLine(Strict):

@@ -16,12 +16,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    model_validator,
 )
 
 from rules.context import Event, Item, Member, Outlet, Transaction
-from rules.engine import MAX_ITEMS, MAX_QUANTITY, MAX_UNIT_PRICE, check_basket
-from rules.errors import EvaluationError
+from rules.engine import MAX_ITEMS, MAX_QUANTITY, MAX_UNIT_PRICE
 
 #: Instants a client may send: far outside this a date is a typo, and near year 1 or 9999 converting it
 #: to UTC or to the program's zone overflows.
@@ -90,14 +88,6 @@ class Basket(_Strict):
     event: Code = "purchase"
     member: BasketMember = BasketMember()
     outlet: BasketOutlet = BasketOutlet()
-
-    @model_validator(mode="after")
-    def _within_bounds(self) -> Basket:
-        try:
-            check_basket(self.transaction().items)
-        except EvaluationError as exc:
-            raise ValueError(str(exc)) from None
-        return self
 
     def transaction(self) -> Transaction:
         return Transaction(

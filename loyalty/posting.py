@@ -551,22 +551,6 @@ def _stamp_cards(
     return tuple(issued)
 
 
-def member_after(ctx: MemberContext) -> MemberView:
-    """The member's figures after a booking (the holder carries the new balances)."""
-    h = ctx.holder
-    return MemberView(
-        h.id,
-        ctx.tier,
-        h.available,
-        h.pending,
-        h.debt,
-        ctx.visits,
-        ctx.last_visit_at,
-        ctx.enrolled_at,
-        ctx.tags,
-    )
-
-
 # --- step 1: load the member's context (one statement on PostgreSQL) ------------------------------------
 
 
@@ -759,6 +743,8 @@ async def _check_age(
     """A till's receipt may be late (an offline till catching up), but not later than the program
     in force now allows: InvalidInput beyond that. Checked after the replays, so that a retry of a
     receipt booked before still gets its first answer."""
+    if occurred_at >= now - timedelta(days=rules.document.MIN_RECEIPT_AGE_DAYS):
+        return  # no program refuses it: a till's usual receipt costs no lookup
     try:
         current = programs.published_at(versions, now)
     except NotFound:
@@ -813,8 +799,8 @@ async def _post_unit(
         raise _BlankCard(loaded.card_id or 0)
     if loaded.existing is not None:
         raise AlreadyPosted(loaded.existing)
-    if receipt.occurred_at < now:  # after the replays: a retry of a booked receipt gets its answer
-        await _check_age(unit, versions, receipt.occurred_at, now)
+    # After the replays: a retry of a receipt booked before gets its first answer.
+    await _check_age(unit, versions, receipt.occurred_at, now)
     ctx = loaded.ctx
     outlet = await _outlet(unit, tenant_id, receipt.outlet_id)
     if ctx.holder.debt > 0:
@@ -845,7 +831,7 @@ async def _post_unit(
         shown=priced.evaluation | {"explanation": priced.result.explanation_dicts()} if explain else None,
     )
     counters.flush(booking, tenant_id, now)
-    posted = Posted(posting, member_after(ctx))
+    posted = Posted(posting, members.view_of(ctx))
     record = answer.row(posted) if answer is not None else None
     if record is not None:
         booking.insert("idempotency_records", record)

@@ -39,6 +39,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+#: The shortest max_receipt_age_days a program may set: a receipt younger than this is never too old.
+MIN_RECEIPT_AGE_DAYS = 1
+
+
 class PointsPolicy(_Model):
     """How earned points behave once booked."""
 
@@ -47,7 +51,7 @@ class PointsPolicy(_Model):
     rounding: Literal["floor", "half_up", "ceil"] = "floor"
     #: How late a till may send a receipt (an offline till catching up): an older one is refused.
     #: History is brought in by the importer, which this does not limit.
-    max_receipt_age_days: int = Field(default=30, ge=1, le=3650)
+    max_receipt_age_days: int = Field(default=30, ge=MIN_RECEIPT_AGE_DAYS, le=3650)
 
 
 class TierLevel(_Model):
