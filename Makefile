@@ -49,8 +49,8 @@ soak: install
 	BENCH_IMPORT_ROWS=1000000 BENCH_IMPORT_BASELINE=1000 BENCH_IMPORT_DATABASES=sqlite $(BIN)/python benchmarks/bench_import.py
 
 lint: install
-	$(BIN)/ruff check rules loyalty api tests benchmarks
-	$(BIN)/ruff format --check rules loyalty api tests benchmarks
+	$(BIN)/ruff check rules loyalty api cli tests benchmarks
+	$(BIN)/ruff format --check rules loyalty api cli tests benchmarks
 
 typecheck: install
 	$(BIN)/mypy

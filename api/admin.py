@@ -11,9 +11,13 @@ from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryP
 from api import schemas
 from api.auth import requires
 from api.context import Caller, CardKeys, Db, Now, actor
-from loyalty import access, adjustments, balances, batches, jobs, members, programs, reports, tenants
+from loyalty.admin import access, tenants
 from loyalty.calendar import add_months, local_month, month_start
-from loyalty.ledger import audit as ledger_audit
+from loyalty.members import batches, membership
+from loyalty.ops import audit as ledger_audit
+from loyalty.ops import jobs, reports
+from loyalty.points import adjustments, balances
+from loyalty.programs import versions
 
 
 class AdminController(Controller):
@@ -85,16 +89,16 @@ class AdminController(Controller):
     @get("/members/{member_id:int}", operation_id="getMember")
     async def member(self, principal: Caller, db: Db, now: Now, member_id: schemas.PathId) -> dict[str, Any]:
         return {
-            "member": await members.get_member(db, principal.tenant_id, member_id),
+            "member": await membership.get_member(db, principal.tenant_id, member_id),
             "balance": await balances.balance(db, principal.tenant_id, member_id, now=now),
         }
 
     @get("/cards/{number:str}", operation_id="getCard")
     async def card(
         self, principal: Caller, db: Db, number: Annotated[str, PathParameter(max_length=40)]
-    ) -> members.CardView:
+    ) -> membership.CardView:
         """Find a card (and so its member) by its printed number."""
-        return await members.get_card(db, principal.tenant_id, number)
+        return await membership.get_card(db, principal.tenant_id, number)
 
     @post("/cards/{number:str}/block", operation_id="blockCard", status_code=200)
     async def block(
@@ -103,8 +107,8 @@ class AdminController(Controller):
         db: Db,
         now: Now,
         number: Annotated[str, PathParameter(max_length=40)],
-    ) -> members.CardView:
-        return await members.block_card(db, principal.tenant_id, number, actor=actor(principal), now=now)
+    ) -> membership.CardView:
+        return await membership.block_card(db, principal.tenant_id, number, actor=actor(principal), now=now)
 
     @post("/members/{member_id:int}/adjustments", operation_id="adjustPoints", status_code=201)
     async def adjust(
@@ -165,7 +169,7 @@ class AdminController(Controller):
         months: Annotated[int, QueryParameter(ge=1, le=reports.MAX_MONTHS)] = 12,
     ) -> list[reports.MonthMovements]:
         """Points issued, reversed, redeemed, expired and adjusted per month, the last ``months`` months."""
-        zone = (await programs.current(db, principal.tenant_id, now)).program.zone
+        zone = (await versions.current(db, principal.tenant_id, now)).program.zone
         year, month = add_months(*local_month(now, zone), -(months - 1))
         return await reports.movements(
             db, principal.tenant_id, since=month_start(year, month, zone), months=months, now=now

@@ -27,9 +27,9 @@ from api.programs import ProgramController
 from api.till import TillController
 from api.web import STATIC, TEMPLATES, WebController
 from api.web_dashboard import DashboardController
-from loyalty import access
-from loyalty.db import Database
-from loyalty.secrets import Secrets, load_secrets
+from loyalty.admin import access
+from loyalty.cards.secrets import Secrets, load_secrets
+from loyalty.storage.db import Database
 
 #: Largest request body the API reads (a 1,000-line basket is about 150 kB).
 MAX_BODY_BYTES = 1024 * 1024

@@ -9,8 +9,8 @@ from litestar import Request
 from litestar.di import NamedDependency
 
 from api.auth import Principal, principal_of
-from loyalty.db import Database
-from loyalty.secrets import Secrets
+from loyalty.cards.secrets import Secrets
+from loyalty.storage.db import Database
 
 
 def db_of(request: Request[Any, Any, Any]) -> Database:

@@ -11,9 +11,10 @@ from litestar.params import PathParameter, QueryParameter
 
 from api.auth import PUBLIC
 from api.context import CardKeys, Db, Now
-from loyalty import balances, lookup
-from loyalty.db import Database
-from loyalty.secrets import Secrets
+from loyalty.cards.secrets import Secrets
+from loyalty.members import lookup, membership
+from loyalty.points import balances
+from loyalty.storage.db import Database
 
 #: Customer tokens are short; anything longer is refused before it is decoded.
 MAX_TOKEN = 120
@@ -22,7 +23,7 @@ MAX_TOKEN = 120
 async def _member(db: Database, secrets: Secrets, now: datetime, token: str) -> tuple[int, int]:
     """The card's tenant and member, from its signed token (a forged one is an unknown card)."""
     tenant_id, card_id = lookup.verify_customer_token(token, secrets, now=now)
-    return tenant_id, await lookup.card_member(db, tenant_id, card_id)
+    return tenant_id, await membership.holder_id(db, tenant_id, membership.CardRef(card_id=card_id))
 
 
 class CustomerController(Controller):

@@ -4,7 +4,7 @@ The same key with the same request gets the first response again, status and bod
 body, a 422; while the first is still running, a 409. Refusals (4xx answers) are answers too and are
 replayed.
 
-Ledger writes (post, refund, redeem, cancel) receive an :class:`~loyalty.access.Answer` and record
+Ledger writes (post, refund, redeem, cancel) receive an :class:`~loyalty.admin.access.Answer` and record
 the response in the same database transaction as the write: a retry after a commit always replays
 it, a retry after a crash before the commit runs afresh, and a server error leaves nothing to clean
 up. Binding a blank card, idempotent in itself, records its answer after the write.
@@ -22,7 +22,7 @@ from litestar.serialization import encode_json
 from api import problems
 from api.auth import principal_of
 from api.problems import BAD_REQUEST, PROBLEM_JSON, Problem
-from loyalty import access
+from loyalty.admin import access
 
 HEADER = "Idempotency-Key"
 #: Declared on every till write, so the schema documents it and a missing one is refused up front.

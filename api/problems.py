@@ -19,9 +19,9 @@ from litestar.exceptions import HTTPException, ValidationException
 
 import rules
 from loyalty import errors as domain
-from loyalty.access import IdempotencyInProgress, IdempotencyMismatch
+from loyalty.admin.access import IdempotencyInProgress, IdempotencyMismatch
 from loyalty.cards.errors import InvalidCardNumber, InvalidToken
-from loyalty.db import outage
+from loyalty.storage.db import outage
 
 log = logging.getLogger("api")
 

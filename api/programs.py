@@ -14,7 +14,7 @@ from api import schemas
 from api.auth import requires
 from api.context import Caller, Db, Now, actor
 from api.problems import UNSUPPORTED, Problem
-from loyalty import backtest, programs
+from loyalty.programs import backtest, versions
 
 #: A program document is a few kB; this also bounds the YAML parser's work.
 MAX_DOCUMENT_BYTES = 512 * 1024
@@ -61,19 +61,19 @@ class ProgramController(Controller):
         return summary(rules.load_program(await read_document(request)))
 
     @get("/", operation_id="getPublishedProgram")
-    async def published(self, principal: Caller, db: Db, now: Now) -> programs.VersionView:
+    async def published(self, principal: Caller, db: Db, now: Now) -> versions.VersionView:
         """The version in force now."""
-        priced = await programs.current(db, principal.tenant_id, now)
-        view = await programs.get_version(db, principal.tenant_id, priced.version_id)
+        priced = await versions.current(db, principal.tenant_id, now)
+        view = await versions.get_version(db, principal.tenant_id, priced.version_id)
         return dataclasses.replace(view, currency=priced.program.document.currency)
 
     @get("/versions", operation_id="listProgramVersions")
-    async def versions(self, principal: Caller, db: Db) -> list[programs.VersionView]:
-        return await programs.list_versions(db, principal.tenant_id)
+    async def versions(self, principal: Caller, db: Db) -> list[versions.VersionView]:
+        return await versions.list_versions(db, principal.tenant_id)
 
     @get("/versions/{version_id:int}", operation_id="getProgramVersion")
-    async def version(self, principal: Caller, db: Db, version_id: schemas.PathId) -> programs.VersionView:
-        return await programs.get_version(db, principal.tenant_id, version_id)
+    async def version(self, principal: Caller, db: Db, version_id: schemas.PathId) -> versions.VersionView:
+        return await versions.get_version(db, principal.tenant_id, version_id)
 
     @post(
         "/drafts",
@@ -84,9 +84,9 @@ class ProgramController(Controller):
     )
     async def save_draft(
         self, request: Request[Any, Any, Any], principal: Caller, db: Db, now: Now
-    ) -> programs.VersionView:
+    ) -> versions.VersionView:
         """Save the draft (YAML or JSON body); errors come back as a 422 with line, column and hint."""
-        return await programs.save_draft(
+        return await versions.save_draft(
             db,
             principal.tenant_id,
             await read_document(request),
@@ -103,8 +103,8 @@ class ProgramController(Controller):
         data: JSONBody[schemas.SimulationRequest],
     ) -> dict[str, Any]:
         """Evaluate a basket against a version (a draft, typically) with the full explanation."""
-        version = await programs.get_version(db, principal.tenant_id, version_id)
-        program = programs.checked(version.digest, version.document)
+        version = await versions.get_version(db, principal.tenant_id, version_id)
+        program = versions.checked(version.digest, version.document)
         b = data.basket
         result = rules.evaluate(
             program, b.transaction(), b.engine_member(), b.engine_outlet(), b.engine_event(), explain=True
@@ -116,11 +116,11 @@ class ProgramController(Controller):
         self, principal: Caller, db: Db, version_id: schemas.PathId, data: JSONBody[schemas.Period]
     ) -> backtest.BacktestReport:
         """Replay stored purchases of a period against a version and compare with what was booked."""
-        version = await programs.get_version(db, principal.tenant_id, version_id)
+        version = await versions.get_version(db, principal.tenant_id, version_id)
         return await backtest.backtest(
             db,
             principal.tenant_id,
-            programs.checked(version.digest, version.document),
+            versions.checked(version.digest, version.document),
             since=data.since,
             until=data.until,
         )
@@ -133,9 +133,9 @@ class ProgramController(Controller):
         now: Now,
         version_id: schemas.PathId,
         data: JSONBody[schemas.PublishRequest],
-    ) -> programs.VersionView:
+    ) -> versions.VersionView:
         """Publish a draft from ``valid_from``; published versions never change."""
-        return await programs.publish(
+        return await versions.publish(
             db,
             principal.tenant_id,
             version_id,

@@ -13,8 +13,9 @@ from litestar.params import PathParameter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.problems import INVALID, Problem
-from loyalty import members, posting, redemptions, refunds
-from loyalty.baskets import MAX_YEAR, MIN_YEAR, Basket, BasketItem, Count, Instant
+from loyalty.members import membership
+from loyalty.points import posting, redemptions, refunds
+from loyalty.points.baskets import MAX_YEAR, MIN_YEAR, Basket, BasketItem, Count, Instant
 from rules.engine import MAX_ITEMS
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
@@ -149,19 +150,19 @@ class PostingAnswer:
     """A booked purchase and the member's figures right after it."""
 
     transaction: posting.Posting
-    balance: members.MemberView
+    balance: membership.MemberView
 
 
 @dataclass(frozen=True, slots=True)
 class RefundAnswer:
     refund: refunds.RefundResult
-    balance: members.MemberView
+    balance: membership.MemberView
 
 
 @dataclass(frozen=True, slots=True)
 class RedemptionAnswer:
     redemption: redemptions.RedemptionResult
-    balance: members.MemberView
+    balance: membership.MemberView
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,4 +170,4 @@ class ActivationAnswer:
     """The card bound and its (new) member."""
 
     card: str
-    member: members.MemberView
+    member: membership.MemberView

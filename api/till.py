@@ -14,10 +14,12 @@ from api import schemas
 from api.auth import Principal, requires
 from api.context import Caller, CardKeys, Db, Now
 from api.idempotency import IdempotencyKey, idempotent, idempotent_by_nature
-from loyalty import lookup, members, posting, programs, redemptions, refunds
-from loyalty.access import Answer
-from loyalty.db import Database
-from loyalty.secrets import Secrets
+from loyalty.admin.access import Answer
+from loyalty.cards.secrets import Secrets
+from loyalty.members import lookup, membership
+from loyalty.points import balances, posting, redemptions, refunds, transactions
+from loyalty.programs import versions
+from loyalty.storage.db import Database
 from rules.context import Item
 from rules.money import minor_digits
 
@@ -25,7 +27,7 @@ from rules.money import minor_digits
 async def _card(db: Database, secrets: Secrets, principal: Principal, code: str, now: datetime) -> str:
     """The printed number behind what the till scanned or typed."""
     ref = lookup.parse_code(code, secrets, principal.tenant_id, now=now)
-    return await lookup.card_number(db, principal.tenant_id, ref)
+    return await lookup.number_of(db, principal.tenant_id, ref)
 
 
 def _key_id(answer: Answer) -> str:
@@ -46,7 +48,7 @@ class TillController(Controller):
     async def program(self, principal: Caller, db: Db, now: Now) -> dict[str, Any]:
         """The program in force: its name, and the currency the till shows and takes prices in
         (amounts in the API are integer minor units: cents for EUR, yen for JPY)."""
-        priced = await programs.current(db, principal.tenant_id, now)
+        priced = await versions.current(db, principal.tenant_id, now)
         document = priced.program.document
         return {
             "program": document.program,
@@ -62,10 +64,10 @@ class TillController(Controller):
         now: Now,
         secrets: CardKeys,
         data: JSONBody[schemas.LookupRequest],
-    ) -> lookup.Scan:
+    ) -> balances.Scan:
         """Scan or type a card: the card, its member, balance, tier, stamp cards and rewards in reach."""
         ref = lookup.parse_code(data.code, secrets, principal.tenant_id, now=now)
-        return await lookup.scan(db, principal.tenant_id, ref, now=now)
+        return await balances.scan(db, principal.tenant_id, ref, now=now)
 
     @post("/activations", operation_id="tillActivateCard")
     async def activate(
@@ -82,7 +84,7 @@ class TillController(Controller):
 
         async def run() -> schemas.ActivationAnswer:
             number = await _card(db, secrets, principal, data.card, now)
-            member = await members.resolve_card(db, principal.tenant_id, number, now=now)
+            member = await membership.resolve_card(db, principal.tenant_id, number, now=now)
             return schemas.ActivationAnswer(number, member)
 
         return await idempotent_by_nature(request, run)
@@ -133,7 +135,9 @@ class TillController(Controller):
         """Return some items of a purchase made at this outlet (or all of them)."""
 
         async def run(answer: Answer) -> refunds.Refunded:
-            await lookup.transaction_at_outlet(db, principal.tenant_id, transaction_id, principal.outlet_id)
+            await transactions.transaction_at_outlet(
+                db, principal.tenant_id, transaction_id, principal.outlet_id
+            )
             lines = {line.line: line.quantity for line in data.lines} if data.lines is not None else None
             return await refunds.refund_with_member(
                 db,
@@ -167,7 +171,7 @@ class TillController(Controller):
                 principal.tenant_id,
                 reward_code=data.reward,
                 now=now,
-                card=redemptions.CardRef(ref.number, ref.card_id),
+                card=ref,
                 outlet_id=principal.outlet_id,
                 transaction_id=data.transaction_id,
                 external_id=data.external_id or _key_id(answer),
@@ -191,7 +195,9 @@ class TillController(Controller):
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
 
         async def run(answer: Answer) -> redemptions.CancelResult:
-            await lookup.redemption_at_outlet(db, principal.tenant_id, redemption_id, principal.outlet_id)
+            await transactions.redemption_at_outlet(
+                db, principal.tenant_id, redemption_id, principal.outlet_id
+            )
             return await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now, answer=answer)
 
         return await idempotent(request, run)

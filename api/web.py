@@ -24,11 +24,13 @@ from litestar.template.config import TemplateConfig
 
 from api.auth import PUBLIC
 from api.context import CardKeys, Db, Now
-from loyalty import balances, lookup, programs
 from loyalty.cards.errors import CardError
-from loyalty.db import Database
+from loyalty.cards.secrets import Secrets
 from loyalty.errors import LoyaltyError, NotAllowed
-from loyalty.secrets import Secrets
+from loyalty.members import lookup, membership
+from loyalty.points import balances
+from loyalty.programs import versions
+from loyalty.storage.db import Database
 from rules.money import format_money
 
 HERE = Path(__file__).resolve().parent
@@ -100,8 +102,8 @@ async def _card_context(db: Database, secrets: Secrets, now: datetime, token: st
     if len(token) > MAX_TOKEN:
         raise NotAllowed("this is not a card code")
     tenant_id, card_id = lookup.verify_customer_token(token, secrets, now=now)
-    member_id = await lookup.card_member(db, tenant_id, card_id)
-    program = (await programs.current(db, tenant_id, now)).program
+    member_id = await membership.holder_id(db, tenant_id, membership.CardRef(card_id=card_id))
+    program = (await versions.current(db, tenant_id, now)).program
     balance = await balances.balance(db, tenant_id, member_id, now=now)
     history = await balances.history(db, tenant_id, member_id, limit=HISTORY_ROWS)
     rewards = {r.code: r.name for r in program.document.rewards}

@@ -6,7 +6,7 @@ from litestar import Controller, get
 
 from api.auth import requires
 from api.context import Caller, Db, Now
-from loyalty import dashboard
+from loyalty.ops import dashboard
 
 
 class DashboardController(Controller):

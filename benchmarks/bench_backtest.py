@@ -9,7 +9,7 @@ Two contenders per database, timed in the same run:
 
 * ``stream`` (the baseline): the bare loop that reads the same pages of transactions and items the
   backtest reads, and does nothing with them;
-* ``backtest``: :func:`loyalty.backtest.backtest` of a draft that doubles a rule and raises a tier.
+* ``backtest``: :func:`loyalty.programs.backtest.backtest` of a draft that doubles a rule and raises a tier.
 
 The summary prints transactions/s and backtest/stream (what evaluating costs on top of reading);
 the target (issue 5) is 20,000 transactions/s or more. Run with
@@ -33,9 +33,10 @@ import pytest
 from sqlalchemy import insert
 
 import rules
-from loyalty import backtest, programs, tenants
-from loyalty.db import Database, upgrade
-from loyalty.models import Member, Transaction, TransactionItem
+from loyalty.admin import tenants
+from loyalty.programs import backtest, versions
+from loyalty.storage.db import Database, upgrade
+from loyalty.storage.models import Member, Transaction, TransactionItem
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
 
@@ -112,8 +113,8 @@ async def _seed(url: str, n: int) -> Seeded:
     db = Database.from_url(url)
     try:
         tenant = await tenants.create_tenant(db, code="bench", name="Bench", card_prefix="60", now=START)
-        version = await programs.create_version(db, tenant.id, PROGRAM, actor="bench", now=START)
-        compiled = rules.compile_program(programs.check(PROGRAM))
+        version = await versions.create_version(db, tenant.id, PROGRAM, actor="bench", now=START)
+        compiled = rules.compile_program(versions.check(PROGRAM))
         outlets = []
         for p in range(3):
             partner = await tenants.create_partner(
@@ -344,7 +345,7 @@ def test_stream(benchmark: Any, seeded: Seeded, figures: dict[tuple[str, str], f
 def test_backtest(benchmark: Any, seeded: Seeded, figures: dict[tuple[str, str], float]) -> None:
     """The backtest replays every stored purchase against a draft and finds the doubled rule's cost."""
     benchmark.group = f"backtest {N:,} purchases: {_kind(seeded.url)}"
-    draft = programs.check(DRAFT)
+    draft = versions.check(DRAFT)
     report, seconds = _time(benchmark, lambda db: _backtest(db, seeded.tenant_id, draft), seeded.url)
     assert report.transactions + report.fully_refunded == seeded.transactions
     assert report.partly_refunded > 0

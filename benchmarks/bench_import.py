@@ -2,14 +2,15 @@
 
 ``BENCH_IMPORT_ROWS`` purchases (default 100,000; one CSV row each, 2,000 members over 18 months,
 the coalition program) are written to a CSV file, then imported through
-:func:`loyalty.importer.import_purchases` streaming the file (batch posting: each batch replayed in
+:func:`loyalty.ops.importer.import_purchases` streaming the file (batch posting: each batch replayed in
 memory and written as one booking). Measured in the same run, on the same database:
 
-* **replay** (the baseline): :func:`loyalty.backtest.backtest` of the imported purchases against the
+* **replay** (the baseline): :func:`loyalty.programs.backtest.backtest` of the imported purchases against the
   same program: reading stored purchases and evaluating them again, with nothing written. Target:
   import >= 0.5 of it (issue 11).
 * **post one by one**: the first ``BENCH_IMPORT_BASELINE`` purchases (default 5,000) posted through
-  :func:`loyalty.posting.post_transaction`, one unit of work each (what a till does): what batching buys.
+  :func:`loyalty.points.posting.post_transaction`, one unit of work each (what a till does): what
+  batching buys.
 
 Peak memory: the growth of the process's peak RSS (VmHWM) over its RSS before the import; the
 1,000,000-row run is ``make soak`` (``BENCH_IMPORT_ROWS=1000000``, target growth < 200 MB).
@@ -35,9 +36,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loyalty import backtest, importer, members, posting, programs, tenants
+from loyalty.admin import tenants
 from loyalty.cards.numbers import luhn_check_digit, make_card_number
-from loyalty.db import Database, upgrade
+from loyalty.members import membership
+from loyalty.ops import importer
+from loyalty.points import posting
+from loyalty.programs import backtest, versions
+from loyalty.storage.db import Database, upgrade
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "100000"))
@@ -72,7 +77,7 @@ async def setup(db: Database, code: str, prefix: str) -> int:
     t = await tenants.create_tenant(
         db, code=code, name=code, card_prefix=prefix, now=START - timedelta(days=1)
     )
-    await programs.create_version(db, t.id, PROGRAM.read_text(), actor="bench", now=START - timedelta(days=1))
+    await versions.create_version(db, t.id, PROGRAM.read_text(), actor="bench", now=START - timedelta(days=1))
     for partner, outlet, _ in OUTLETS:
         p = await tenants.create_partner(db, t.id, code=partner, name=partner, actor="bench", now=START)
         await tenants.create_outlet(
@@ -103,7 +108,7 @@ async def measure(url: str, csv_path: Path) -> dict[str, float]:
         growth_mb = (rss_kib("VmHWM") - rss_before) / 1024
         assert report.imported == N_ROWS and not report.rejected, report
 
-        draft = programs.check(PROGRAM.read_text())
+        draft = versions.check(PROGRAM.read_text())
         started = time.perf_counter()
         replayed = await backtest.backtest(
             db, tenant_id, draft, since=START, until=START + timedelta(days=DAYS + 1)
@@ -112,7 +117,7 @@ async def measure(url: str, csv_path: Path) -> dict[str, float]:
         assert replayed.transactions == N_ROWS, replayed.transactions
 
         base_tenant = await setup(db, "bench-base", "7302")
-        await members.issue_cards(db, base_tenant, N_MEMBERS, actor="bench", now=START)
+        await membership.issue_cards(db, base_tenant, N_MEMBERS, actor="bench", now=START)
         outlets = {o.code: o.id for o in await tenants.list_outlets(db, base_tenant)}
         with csv_path.open(newline="", encoding="utf-8") as f:
             purchases = [p for _, p in zip(range(N_BASELINE), importer.read_csv(f), strict=False)]

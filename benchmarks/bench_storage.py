@@ -1,14 +1,14 @@
 """Storage benchmarks: posting purchases through loyalty/ against bare-driver writes, and set-based expiry.
 
 Posting: ``BENCH_STORAGE_TX`` purchases (default 10,000) of 5 items for ``BENCH_STORAGE_MEMBERS``
-members (default 1,000), posted one by one through :func:`loyalty.transactions.post_transaction`
+members (default 1,000), posted one by one through :func:`loyalty.points.transactions.post_transaction`
 (evaluation with explanation, lot, ledger entries, balance, tier check). The baseline writes the same
 rows with the bare driver (sqlite3 / asyncpg), one database transaction per posting, with the
 evaluations computed before the clock starts: what the writes alone cost. Reported: transactions/s
 of both and the ratio loyalty/baseline (target >= 0.5).
 
 Expiry (PostgreSQL): ``BENCH_STORAGE_LOTS`` lots (default "100000,1000000"), ten per member, expired
-by one run of :func:`loyalty.jobs.expire_lots`. Target: 1,000,000 lots in under 30 s.
+by one run of :func:`loyalty.ops.jobs.expire_lots`. Target: 1,000,000 lots in under 30 s.
 
 Run either way (PostgreSQL at ``LOYALTY_TEST_PG``, default the local server as postgres; skipped with
 the reason when unreachable)::
@@ -37,9 +37,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rules
-from loyalty import jobs, programs, tenants, transactions
+from loyalty.admin import tenants
 from loyalty.calendar import expiry_for
-from loyalty.db import Database, upgrade
+from loyalty.ops import jobs
+from loyalty.points import transactions
+from loyalty.programs import versions
+from loyalty.storage.db import Database, upgrade
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_TX = int(os.environ.get("BENCH_STORAGE_TX", "10000"))
@@ -110,14 +113,14 @@ async def _world(db: Database, code: str) -> tuple[int, int, list[int]]:
     tenant = await tenants.create_tenant(
         db, code=code, name=code, card_prefix="60", now=START - timedelta(days=1)
     )
-    await programs.create_version(db, tenant.id, PROGRAM, actor="bench", now=START - timedelta(days=1))
+    await versions.create_version(db, tenant.id, PROGRAM, actor="bench", now=START - timedelta(days=1))
     partner = await tenants.create_partner(db, tenant.id, code="p", name="P", actor="bench", now=START)
     outlet = await tenants.create_outlet(
         db, tenant.id, partner_id=partner.id, code="o", name="O", actor="bench", now=START
     )
     from sqlalchemy import insert
 
-    from loyalty.models import Member
+    from loyalty.storage.models import Member
 
     async with db.write() as s:
         ids = (
@@ -397,7 +400,7 @@ async def _bench_posting(url: str, baseline: Any) -> dict[str, float]:
     db = Database.from_url(url)
     try:
         t_base, o_base, m_base = await _world(db, "baseline")
-        version_base = (await programs.list_versions(db, t_base))[0].id
+        version_base = (await versions.list_versions(db, t_base))[0].id
         rows = _rows(t_base, o_base, version_base, _purchases(m_base, N_TX, seed=1))
         base_s = await baseline(t_base, o_base, version_base, rows)
         t_orm, o_orm, m_orm = await _world(db, "loyalty")

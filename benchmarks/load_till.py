@@ -60,11 +60,14 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks.baseline_app import SCRATCH_DDL  # noqa: E402
-from loyalty import access, adjustments, lookup, members, posting, programs, tenants  # noqa: E402
+from loyalty.admin import access, tenants  # noqa: E402
 from loyalty.cards.qr import card_url  # noqa: E402
+from loyalty.cards.secrets import init_secrets, load_secrets  # noqa: E402
 from loyalty.cards.tokens import sign_token  # noqa: E402
-from loyalty.db import Database, upgrade  # noqa: E402
-from loyalty.secrets import init_secrets, load_secrets  # noqa: E402
+from loyalty.members import lookup, membership  # noqa: E402
+from loyalty.points import adjustments, posting  # noqa: E402
+from loyalty.programs import versions  # noqa: E402
+from loyalty.storage.db import Database, upgrade  # noqa: E402
 from rules import Item  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -139,8 +142,8 @@ async def seed(url: str, secrets_file: Path, tills: int, n_cards: int) -> World:
     try:
         now = datetime.now(UTC)
         t = await tenants.create_tenant(db, code="bench", name="Bench", card_prefix="6012", now=now)
-        draft = await programs.save_draft(db, t.id, PROGRAM, actor="bench", now=now)
-        await programs.publish(db, t.id, draft.id, actor="bench", now=now, valid_from=now)
+        draft = await versions.save_draft(db, t.id, PROGRAM, actor="bench", now=now)
+        await versions.publish(db, t.id, draft.id, actor="bench", now=now, valid_from=now)
         partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="bench", now=now)
         keys = []
         for i in range(tills):
@@ -151,11 +154,11 @@ async def seed(url: str, secrets_file: Path, tills: int, n_cards: int) -> World:
                 db, t.id, role="cashier", name=f"till {i}", actor="bench", now=now, outlet_id=outlet.id
             )
             keys.append(key.secret)
-        numbers = await members.issue_cards(db, t.id, n_cards, actor="bench", now=now)
+        numbers = await membership.issue_cards(db, t.id, n_cards, actor="bench", now=now)
         ids = await lookup.card_ids(db, t.id, numbers)
         now = datetime.now(UTC)
         views = await _bounded(
-            SEED_CONCURRENCY, [partial(members.resolve_card, db, t.id, n, now=now) for n in numbers]
+            SEED_CONCURRENCY, [partial(membership.resolve_card, db, t.id, n, now=now) for n in numbers]
         )
         await _bounded(
             SEED_CONCURRENCY,

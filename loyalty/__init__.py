@@ -1,4 +1,8 @@
-"""The loyalty domain and its storage: tenants, members, cards, the points ledger, tiers, rewards, jobs.
+"""The loyalty domain, in rooms (each package's docstring says what it owns and what it imports):
 
-Uses :mod:`rules`; knows nothing of HTTP.
+``storage`` (tables, sessions, migrations) <- ``programs`` <- ``ledger`` (the one writer) <- ``admin``
+<- ``members`` <- ``points`` <- ``ops``; ``cards`` (numbers, tokens, QR, key secrets) is pure and
+stands beside them. ``errors`` (the one error tree) and ``calendar`` (local months) are shared by all.
+
+Uses :mod:`rules`; knows nothing of HTTP or the command line (:mod:`api`, :mod:`cli` sit on top).
 """

@@ -56,7 +56,7 @@ def _async_url(admin: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from loyalty.db import upgrade
+    from loyalty.storage.db import upgrade
 
     path: Path = tmp_path_factory.mktemp("sqlite") / "loyalty.db"
     url = f"sqlite+aiosqlite:///{path}"
@@ -66,7 +66,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[str]:
-    from loyalty.db import upgrade
+    from loyalty.storage.db import upgrade
 
     require_postgresql()
     name = f"loyalty_test_{secrets.token_hex(6)}"

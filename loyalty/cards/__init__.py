@@ -1,1 +1,6 @@
-"""Cards: printed numbers with a check digit, signed QR tokens, QR images and printable batches."""
+"""Cards: printed numbers with a check digit (:mod:`.numbers`), signed QR tokens (:mod:`.tokens`) and the
+server secrets their keys derive from (:mod:`.secrets`), QR images (:mod:`.qr`) and printable sheets
+(:mod:`.sheet`).
+
+Pure: no database. Imports :mod:`loyalty.errors` only.
+"""

@@ -2,8 +2,11 @@
 member's balance columns. Everything else asks it, through a :class:`Booking` applied in a unit of
 work (:func:`run`), or through the jobs' set-based sweeps (:mod:`loyalty.ledger.sweeps`).
 
-Imports: ``loyalty.db`` and ``loyalty.models`` (storage), ``loyalty.errors`` and ``loyalty.faults``
-only; the services (posting, refunds, redemptions, adjustments, jobs) sit on top of it.
+Owns: the bookings (:mod:`.book`), the unit of work that writes them (:mod:`.store`), the reads of
+balances and lots (:mod:`.reads`), the jobs' sweeps (:mod:`.sweeps`) and the crash points of the
+chaos tests (:mod:`.faults`). Imports :mod:`loyalty.storage`, :mod:`loyalty.programs` (a sweep reads
+the program in force) and :mod:`rules` only; the points services and the jobs sit on top of it, and
+``loyalty audit`` (:mod:`loyalty.ops.audit`) checks its guarantees from outside.
 
 Guarantees (checked by ``loyalty audit``, by the model-checked state machine in the tests, and where
 the database can hold them, by constraints):

@@ -39,10 +39,10 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import JSON, Date, DateTime, Integer, String, Table, Text
 from sqlalchemy.types import TypeEngine
 
-from loyalty import faults
-from loyalty.db import Database, outage
+from loyalty.ledger import faults
 from loyalty.ledger.book import Booking, BookingError, _Update, merged
-from loyalty.models import Base
+from loyalty.storage.db import Database, outage
+from loyalty.storage.models import Base
 
 T = TypeVar("T")
 
@@ -562,7 +562,7 @@ def _update_shape(table: str, changes: dict[int, _Update]) -> tuple[list[str], l
 
 @cache
 def _table(name: str) -> Table:
-    from loyalty.models import load_all
+    from loyalty.storage.models import load_all
 
     load_all()
     return Base.metadata.tables[name]

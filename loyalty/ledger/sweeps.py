@@ -22,11 +22,11 @@ from datetime import datetime
 from typing import Any
 
 import rules
-from loyalty import tiers
 from loyalty.calendar import window_start
 from loyalty.ledger.book import AVAILABLE, EXPIRED, PENDING, Booking
 from loyalty.ledger.reads import available_lots, member
 from loyalty.ledger.store import Unit
+from loyalty.programs import tiers
 
 #: First key of the advisory lock the sweeps of one tenant share ("LOY" in ASCII).
 ADVISORY_LOCK_CLASS = 0x4C4F59

@@ -17,11 +17,13 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from loyalty import access, lookup, members, programs, tenants
+from loyalty.admin import access, tenants
 from loyalty.cards.qr import card_url
+from loyalty.cards.secrets import Secrets, init_secrets, load_secrets
 from loyalty.cards.tokens import sign_token
-from loyalty.db import Database
-from loyalty.secrets import Secrets, init_secrets, load_secrets
+from loyalty.members import lookup, membership
+from loyalty.programs import versions
+from loyalty.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = (ROOT / "examples" / "kaffeehaus.yaml").read_text()
@@ -70,9 +72,9 @@ async def build_tenant(
         t = await tenants.create_tenant(
             db, code=code, name=f"Tenant {code}", card_prefix=card_prefix, now=now
         )
-        draft = await programs.save_draft(db, t.id, program, actor="test", now=now)
+        draft = await versions.save_draft(db, t.id, program, actor="test", now=now)
         since = valid_from or now
-        await programs.publish(db, t.id, draft.id, actor="test", now=since, valid_from=since)
+        await versions.publish(db, t.id, draft.id, actor="test", now=since, valid_from=since)
         partner = await tenants.create_partner(db, t.id, code="cafe", name="Café", actor="test", now=now)
         outlet = await tenants.create_outlet(
             db, t.id, partner_id=partner.id, code="cafe-1", name="Café 1", actor="test", now=now
@@ -95,9 +97,9 @@ async def build_tenant(
                 db, t.id, role="cashier", name="till 2", actor="test", now=now, outlet_id=other.id
             )
         ).secret
-        cards = await members.issue_cards(db, t.id, 4, actor="test", now=now, outlet_id=outlet.id)
+        cards = await membership.issue_cards(db, t.id, 4, actor="test", now=now, outlet_id=outlet.id)
         ids = await lookup.card_ids(db, t.id, cards)
-        member = await members.resolve_card(db, t.id, cards[0], now=now)
+        member = await membership.resolve_card(db, t.id, cards[0], now=now)
         ring = secrets.ring(t.id)
         tokens = {n: sign_token(ring, ids[n], now=now) for n in cards}
         return Tenant(t.id, outlet.id, other.id, keys, other_cashier, cards, ids, member.id, tokens)

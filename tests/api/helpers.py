@@ -19,10 +19,10 @@ from typing import Any
 from litestar.testing import TestClient
 
 from api.app import create_app
-from loyalty import lookup, members
+from loyalty.cards.secrets import Secrets
 from loyalty.cards.tokens import sign_token
-from loyalty.db import Database
-from loyalty.secrets import Secrets
+from loyalty.members import lookup, membership
+from loyalty.storage.db import Database
 
 from .conftest import PROGRAM, Api, Tenant, build_tenant
 
@@ -102,9 +102,9 @@ async def _print_cards(
     db = Database.from_url(url)
     now = datetime.now(UTC)
     try:
-        numbers = (await members.issue_cards(db, t.id, count, actor="test", now=now, outlet_id=t.outlet_id))[
-            -2:
-        ]
+        numbers = (
+            await membership.issue_cards(db, t.id, count, actor="test", now=now, outlet_id=t.outlet_id)
+        )[-2:]
         ids = await lookup.card_ids(db, t.id, numbers)
     finally:
         await db.dispose()

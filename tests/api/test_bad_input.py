@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from loyalty.cards.secrets import Secrets, init_secrets, load_secrets
 from loyalty.cards.tokens import sign_token
-from loyalty.secrets import Secrets, init_secrets, load_secrets
 
 from .conftest import PROGRAM, Api, scan_url
 from .helpers import PROBLEM_JSON, Seed, assert_problem, idem, open_world, period, purchase, seed, snapshot

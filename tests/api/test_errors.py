@@ -27,7 +27,7 @@ def _subclasses(root: type) -> set[type]:
 
 def _domain_errors() -> set[type]:
     for module in pkgutil.walk_packages(loyalty.__path__, "loyalty."):
-        if not module.name.startswith("loyalty.migrations"):
+        if not module.name.startswith("loyalty.storage.migrations"):
             importlib.import_module(module.name)
     return _subclasses(LoyaltyError)
 
@@ -63,7 +63,7 @@ def test_a_bug_inside_the_domain_is_never_the_clients_400(
     api: Any, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     """Errors a decoder would raise for bad input, raised by a bug in the domain instead: a 500."""
-    from loyalty import posting
+    from loyalty.points import posting
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise error

@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rules
-from loyalty import importer, lookup
 from loyalty.cards.errors import CardError
+from loyalty.cards.secrets import Secrets
 from loyalty.errors import LoyaltyError
-from loyalty.secrets import Secrets
+from loyalty.members import lookup
+from loyalty.ops import importer
 
 from .helpers import open_world
 

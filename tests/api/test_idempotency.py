@@ -15,9 +15,10 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from loyalty import access, redemptions
-from loyalty.db import Database
-from loyalty.secrets import Secrets
+from loyalty.admin import access
+from loyalty.cards.secrets import Secrets
+from loyalty.points import redemptions
+from loyalty.storage.db import Database
 
 from .conftest import Api
 from .test_till import basket, give_points
@@ -26,7 +27,9 @@ from .test_till import basket, give_points
 COFFEE = 300
 #: Where refunds are booked (a module of their own now; part of loyalty.transactions before).
 refunds_module = importlib.import_module(
-    "loyalty.refunds" if importlib.util.find_spec("loyalty.refunds") else "loyalty.transactions"
+    "loyalty.points.refunds"
+    if importlib.util.find_spec("loyalty.points.refunds")
+    else "loyalty.points.transactions"
 )
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from loyalty.cards.secrets import Secrets
 from loyalty.cards.tokens import sign_token
-from loyalty.secrets import Secrets
 
 from .conftest import PROGRAM, Api, scan_url
 from .helpers import Seed, assert_problem, idem, open_world, period, purchase, seed, snapshot

@@ -21,7 +21,7 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from api.app import create_app
-from loyalty.secrets import Secrets
+from loyalty.cards.secrets import Secrets
 
 from .helpers import open_world, seed
 

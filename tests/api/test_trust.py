@@ -25,9 +25,9 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from loyalty.cards.secrets import Secrets, init_secrets, load_secrets
 from loyalty.cards.tokens import sign_token
-from loyalty.db import Database
-from loyalty.secrets import Secrets, init_secrets, load_secrets
+from loyalty.storage.db import Database
 
 from .conftest import PROGRAM, Api, build_tenant
 from .helpers import Seed, assert_problem, idem, open_world, purchase, seed, snapshot
@@ -246,7 +246,7 @@ def _mode(path: Path) -> int:
 
 
 def test_10_a_new_sqlite_database_and_card_sheets_are_private(tmp_path: Path) -> None:
-    from loyalty.private import private_dir, write_private
+    from loyalty.storage.private import private_dir, write_private
 
     old = os.umask(0o022)
     try:
@@ -353,9 +353,9 @@ def test_5_after_a_restart_the_first_requests_get_fresh_connections(
 ) -> None:
     """Every pooled connection dies (as in a restart); once they have been idle a moment, requests
     succeed at once: none fails on a dead connection."""
-    import loyalty.db
+    import loyalty.storage.db
 
-    monkeypatch.setattr(loyalty.db, "IDLE_PING_SECONDS", 0.05)
+    monkeypatch.setattr(loyalty.storage.db, "IDLE_PING_SECONDS", 0.05)
     t = asyncio.run(build_tenant(postgresql_url, secrets, f"rs{secrets_module.token_hex(3)}"))
     app = create_app(database_url=postgresql_url, secrets=secrets, key_cache_seconds=0)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -380,9 +380,9 @@ def test_5_a_connection_found_dead_is_never_lent_again(
 ) -> None:
     """Without the idle ping (connections busy when the database restarted), the request that finds
     its connection dead is a 503; every later one gets a fresh connection."""
-    import loyalty.db
+    import loyalty.storage.db
 
-    monkeypatch.setattr(loyalty.db, "IDLE_PING_SECONDS", 10**9)
+    monkeypatch.setattr(loyalty.storage.db, "IDLE_PING_SECONDS", 10**9)
     t = asyncio.run(build_tenant(postgresql_url, secrets, f"rd{secrets_module.token_hex(3)}"))
     app = create_app(database_url=postgresql_url, secrets=secrets, key_cache_seconds=60)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -404,21 +404,22 @@ def test_5_an_activation_cut_off_by_an_outage_can_be_retried_at_once(
 ) -> None:
     """Binding a card fails because the database went away; the till's retry with the same key
     binds it (before: a claim nobody could release answered 409 for 60 s)."""
-    from loyalty import access, members
+    from loyalty.admin import access
+    from loyalty.members import membership
 
     api, _ = world
-    real = members.resolve_card
+    real = membership.resolve_card
 
     async def refused(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
 
     number = asyncio.run(_blank_card(api))
     headers = api.a.headers(**idem())
-    monkeypatch.setattr(members, "resolve_card", refused)
+    monkeypatch.setattr(membership, "resolve_card", refused)
     monkeypatch.setattr(access, "release", refused, raising=False)
     first = api.client.post("/v1/till/activations", json={"card": number}, headers=headers)
     assert_problem(first, 503)
-    monkeypatch.setattr(members, "resolve_card", real)
+    monkeypatch.setattr(membership, "resolve_card", real)
     retry = api.client.post("/v1/till/activations", json={"card": number}, headers=headers)
     assert retry.status_code == 201, retry.text
     again = api.client.post("/v1/till/activations", json={"card": number}, headers=headers)
@@ -426,11 +427,11 @@ def test_5_an_activation_cut_off_by_an_outage_can_be_retried_at_once(
 
 
 async def _blank_card(api: Api) -> str:
-    from loyalty import members
+    from loyalty.members import membership
 
     db = Database.from_url(api.url)
     try:
-        (number,) = await members.issue_cards(
+        (number,) = await membership.issue_cards(
             db, api.a.id, 1, actor="test", now=datetime.now(UTC), outlet_id=api.a.outlet_id
         )
         return number
@@ -617,8 +618,8 @@ def test_7_the_database_refuses_to_change_entries_and_draws(world: World, statem
 def test_4_the_importer_refuses_nul_in_any_text() -> None:
     import io
 
-    from loyalty import importer
     from loyalty.cards.numbers import make_card_number
+    from loyalty.ops import importer
 
     card = make_card_number("6012", 1)
     header = "outlet,external_id,card,occurred_at,sku,category,quantity,unit_price,tags\n"
@@ -637,7 +638,7 @@ def test_5_only_an_unreachable_database_is_an_outage() -> None:
     raised while handling one."""
     import sqlalchemy.exc
 
-    from loyalty.db import outage
+    from loyalty.storage.db import outage
 
     assert outage(ConnectionRefusedError(111, "Connect call failed"))
     assert outage(sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 0 reached"))

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loyalty.secrets import Secrets, init_secrets, load_secrets
+from loyalty.cards.secrets import Secrets, init_secrets, load_secrets
 from tests.api.conftest import Tenant, build_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     import uvicorn
 
     from api.app import create_app
-    from loyalty.db import upgrade
+    from loyalty.storage.db import upgrade
 
     folder = tmp_path_factory.mktemp("browser")
     url = f"sqlite+aiosqlite:///{folder / 'loyalty.db'}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loyalty.cli import main
+from cli.app import main
 
 ROOT = Path(__file__).resolve().parents[2]
 COALITION = ROOT / "examples" / "coalition.yaml"
@@ -29,7 +29,7 @@ Cli = Callable[..., Run]
 
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from loyalty.db import upgrade
+    from loyalty.storage.db import upgrade
 
     path = tmp_path_factory.mktemp("template") / "loyalty.db"
     upgrade(f"sqlite+aiosqlite:///{path}")

@@ -32,9 +32,9 @@ def test_card_tokens_carry_the_cards_database_ids(
     from datetime import UTC, datetime
 
     from loyalty.cards import sheet
+    from loyalty.cards.secrets import load_secrets
     from loyalty.cards.tokens import verify_token
-    from loyalty.lookup import token_of
-    from loyalty.secrets import load_secrets
+    from loyalty.members.lookup import token_of
 
     printed: list[sheet.SheetCard] = []
     real = sheet.render_sheet

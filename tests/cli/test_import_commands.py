@@ -130,7 +130,7 @@ def test_import_streams_the_file(shop: Path, tmp_path: Path) -> None:
     """The reader yields purchases one at a time from a stream (it never reads the whole file)."""
     from rich.progress import Progress
 
-    from loyalty import importer
+    from loyalty.ops import importer
 
     path = _csv(tmp_path, GOOD * 4000)  # ~1 MB: far more than one read
     size = path.stat().st_size

@@ -15,7 +15,7 @@ KAFFEEHAUS = ROOT / "examples" / "kaffeehaus.yaml"
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "loyalty.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loyalty.db import upgrade
-from loyalty.secrets import init_secrets
+from loyalty.cards.secrets import init_secrets
+from loyalty.storage.db import upgrade
 from tests.conftest import PG_ADMIN_URL, _async_url, _pg_admin
 
 from . import scenarios

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loyalty.secrets import init_secrets
+from loyalty.cards.secrets import init_secrets
 
 
 @pytest.fixture(scope="session")

@@ -24,9 +24,11 @@ from typing import Any
 
 import httpx
 
-from loyalty import access, lookup, members, programs, tenants
-from loyalty.db import Database
-from loyalty.ledger.audit import audit
+from loyalty.admin import access, tenants
+from loyalty.members import lookup, membership
+from loyalty.ops.audit import audit
+from loyalty.programs import versions
+from loyalty.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A program whose points do not depend on the member's state (no tiers, no visit rules), so that
@@ -127,7 +129,7 @@ class World:
 async def build_world(url: str, members_count: int, *, points: int = 0) -> World:
     """A tenant with the scenario program (valid since 60 days), one outlet, keys, and
     ``members_count`` activated cards, each given ``points`` available points."""
-    from loyalty.adjustments import adjust
+    from loyalty.points.adjustments import adjust
 
     db = Database.from_url(url)
     now = datetime.now(UTC)
@@ -135,8 +137,8 @@ async def build_world(url: str, members_count: int, *, points: int = 0) -> World
     code = f"s{os.urandom(4).hex()}"
     try:
         t = await tenants.create_tenant(db, code=code, name=code, card_prefix="6012", now=since)
-        draft = await programs.save_draft(db, t.id, PROGRAM, actor="scenario", now=since)
-        await programs.publish(db, t.id, draft.id, actor="scenario", now=since, valid_from=since)
+        draft = await versions.save_draft(db, t.id, PROGRAM, actor="scenario", now=since)
+        await versions.publish(db, t.id, draft.id, actor="scenario", now=since, valid_from=since)
         partner = await tenants.create_partner(db, t.id, code="p", name="P", actor="scenario", now=now)
         outlet = await tenants.create_outlet(
             db, t.id, partner_id=partner.id, code="o", name="O", actor="scenario", now=now
@@ -145,12 +147,12 @@ async def build_world(url: str, members_count: int, *, points: int = 0) -> World
             db, t.id, role="cashier", name="till", actor="scenario", now=now, outlet_id=outlet.id
         )
         admin = await access.create_key(db, t.id, role="admin", name="admin", actor="scenario", now=now)
-        cards = await members.issue_cards(
+        cards = await membership.issue_cards(
             db, t.id, members_count, actor="scenario", now=now, outlet_id=outlet.id
         )
         ids = {}
         for number in cards:
-            ids[number] = (await members.resolve_card(db, t.id, number, now=now)).id
+            ids[number] = (await membership.resolve_card(db, t.id, number, now=now)).id
             if points:
                 await adjust(db, t.id, ids[number], points, reason="scenario", actor="scenario", now=now)
         assert await lookup.card_ids(db, t.id, cards)

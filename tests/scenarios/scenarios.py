@@ -28,8 +28,8 @@ import httpx
 from litestar.testing import TestClient
 
 from api.app import create_app
-from loyalty import access
-from loyalty.secrets import load_secrets
+from loyalty.admin import access
+from loyalty.cards.secrets import load_secrets
 
 from .harness import COFFEE, Row, Server, World, audit_mismatches, build_world, count
 

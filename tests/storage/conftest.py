@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from loyalty import programs, tenants
-from loyalty.db import Database
+from loyalty.admin import tenants
+from loyalty.programs import versions
+from loyalty.storage.db import Database
 
 NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 #: When test tenants and their first program version are set up: well before any test purchase.
@@ -106,7 +107,7 @@ async def make_world(db: Database, program: str = PROGRAM, now: datetime = SETUP
     n = next(_counter)
     code = f"t{n}-{id(db) % 10_000}-{datetime.now().timestamp():.6f}"
     tenant = await tenants.create_tenant(db, code=code, name=f"Tenant {n}", card_prefix="60", now=now)
-    version = await programs.create_version(db, tenant.id, program, actor="marketer", now=now)
+    version = await versions.create_version(db, tenant.id, program, actor="marketer", now=now)
     partner = await tenants.create_partner(
         db, tenant.id, code="bakery", name="Bakery", actor="admin", now=now
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from loyalty import adjustments, members, transactions
-from loyalty.transactions import Posting
+from loyalty.members import membership
+from loyalty.points import adjustments, transactions
+from loyalty.points.transactions import Posting
 
 from .conftest import NOW, World, basket
 
@@ -35,7 +36,7 @@ async def post(
 
 async def member_with(world: World, points: int, *, now: datetime = NOW) -> int:
     """A member holding ``points`` available points (granted by an adjustment)."""
-    member = await members.create_member(world.db, world.tenant_id, now=now)
+    member = await membership.create_member(world.db, world.tenant_id, now=now)
     if points:
         await adjustments.adjust(
             world.db, world.tenant_id, member.id, points, reason="setup", actor="test", now=now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from loyalty.db import Database
+from loyalty.storage.db import Database
 
 
 async def violations(db: Database, tenant_id: int) -> list[str]:

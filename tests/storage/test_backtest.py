@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from loyalty import backtest, members, programs, transactions
-from loyalty.db import Database
+from loyalty.members import membership
+from loyalty.points import transactions
+from loyalty.programs import backtest, versions
+from loyalty.storage.db import Database
 
 from .conftest import NOW, PROGRAM, World, basket, make_world
 
@@ -48,7 +50,7 @@ async def _buy(
 
 
 async def _member(world: World) -> int:
-    return (await members.create_member(world.db, world.tenant_id, now=SINCE - DAY)).id
+    return (await membership.create_member(world.db, world.tenant_id, now=SINCE - DAY)).id
 
 
 async def _shop(world: World) -> dict[str, int]:
@@ -70,7 +72,7 @@ async def test_identical_draft_shows_no_difference(organic_world: World) -> None
     """A draft identical to the published program changes no points, no rule, no member and no tier."""
     await _shop(organic_world)
     report = await backtest.backtest(
-        organic_world.db, organic_world.tenant_id, programs.check(ORGANIC), since=SINCE, until=UNTIL
+        organic_world.db, organic_world.tenant_id, versions.check(ORGANIC), since=SINCE, until=UNTIL
     )
     assert report.transactions == 4
     assert report.actual_points == report.draft_points > 0
@@ -86,7 +88,7 @@ async def test_identical_draft_shows_no_difference(organic_world: World) -> None
 async def test_doubled_rule_shows_its_cost_and_the_members_it_changes(organic_world: World) -> None:
     """Raising the organic multiplier shows that rule's extra points and the members buying organic."""
     ids = await _shop(organic_world)
-    draft = programs.check(ORGANIC.replace("earn: {multiplier: 2}", "earn: {multiplier: 3}"))
+    draft = versions.check(ORGANIC.replace("earn: {multiplier: 2}", "earn: {multiplier: 3}"))
     report = await backtest.backtest(
         organic_world.db, organic_world.tenant_id, draft, since=SINCE, until=UNTIL
     )
@@ -118,7 +120,7 @@ async def test_period_includes_since_and_excludes_until(world: World) -> None:
     ):
         await _buy(world, ref, member, ("BREAD", 1000, 1), at=at)
     report = await backtest.backtest(
-        world.db, world.tenant_id, programs.check(PROGRAM), since=SINCE, until=UNTIL
+        world.db, world.tenant_id, versions.check(PROGRAM), since=SINCE, until=UNTIL
     )
     assert report.transactions == 2 and report.actual_points == 20
     totals = await backtest.points_per_rule(world.db, world.tenant_id, since=SINCE, until=UNTIL)
@@ -137,7 +139,7 @@ async def test_pages_replay_every_purchase_once_in_time_order(
     report = await backtest.backtest(
         world.db,
         world.tenant_id,
-        programs.check(PROGRAM),
+        versions.check(PROGRAM),
         since=SINCE,
         until=UNTIL,
         progress=lambda done, total: seen.append((done, total)),
@@ -154,11 +156,11 @@ async def test_refunds_count_the_kept_lines(world: World) -> None:
     await transactions.refund(world.db, world.tenant_id, part.transaction_id, now=NOW, lines={0: 1})
     await transactions.refund(world.db, world.tenant_id, whole.transaction_id, now=NOW)
     same = await backtest.backtest(
-        world.db, world.tenant_id, programs.check(PROGRAM), since=SINCE, until=UNTIL
+        world.db, world.tenant_id, versions.check(PROGRAM), since=SINCE, until=UNTIL
     )
     assert (same.transactions, same.partly_refunded, same.fully_refunded) == (1, 1, 1)
     assert same.actual_points == same.draft_points == 15 and same.difference == 0
-    doubled = programs.check(PROGRAM.replace("per_currency_unit: 1", "per_currency_unit: 2"))
+    doubled = versions.check(PROGRAM.replace("per_currency_unit: 1", "per_currency_unit: 2"))
     report = await backtest.backtest(world.db, world.tenant_id, doubled, since=SINCE, until=UNTIL)
     assert (report.actual_points, report.draft_points) == (15, 30)
 
@@ -168,7 +170,7 @@ async def test_tier_changes_follow_the_drafts_ladder(world: World) -> None:
     big, small = await _member(world), await _member(world)
     await _buy(world, "b1", big, ("TV", 60_000, 1))
     await _buy(world, "s1", small, ("PEN", 10_000, 1))
-    draft = programs.check(PROGRAM.replace("min: 1000", "min: 500"))
+    draft = versions.check(PROGRAM.replace("min: 1000", "min: 500"))
     report = await backtest.backtest(world.db, world.tenant_id, draft, since=SINCE, until=UNTIL)
     assert report.difference == 0 and report.members_changed == 0
     assert report.tier_changes == 1
@@ -208,7 +210,7 @@ async def test_empty_period_reports_nothing(world: World) -> None:
     report = await backtest.backtest(
         world.db,
         world.tenant_id,
-        programs.check(PROGRAM),
+        versions.check(PROGRAM),
         since=SINCE,
         until=UNTIL,
         progress=lambda done, total: seen.append((done, total)),
@@ -226,7 +228,7 @@ async def test_a_once_per_member_bonus_used_before_the_period_is_not_granted_aga
         "  - id: welcome\n    earn: {points: 100}\n    limit: {per_member: 1}\n  - id: wash-stamps",
     )
     world = await make_world(db, document)
-    member = await members.create_member(world.db, world.tenant_id, now=SINCE - 10 * DAY)
+    member = await membership.create_member(world.db, world.tenant_id, now=SINCE - 10 * DAY)
     first = SINCE - 9 * DAY
     await transactions.post_transaction(
         world.db,
@@ -250,7 +252,7 @@ async def test_a_once_per_member_bonus_used_before_the_period_is_not_granted_aga
         now=later,
     )
     report = await backtest.backtest(
-        world.db, world.tenant_id, programs.check(document), since=SINCE, until=UNTIL
+        world.db, world.tenant_id, versions.check(document), since=SINCE, until=UNTIL
     )
     assert report.transactions == 1 and report.actual_points == 10  # the welcome bonus went with p-1
     assert report.difference == 0, report.rules

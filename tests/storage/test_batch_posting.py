@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from loyalty import importer, members, posting
 from loyalty.cards.numbers import make_card_number
-from loyalty.db import Database
+from loyalty.members import membership
+from loyalty.ops import importer
+from loyalty.points import posting
+from loyalty.storage.db import Database
 
 from .conftest import NOW, basket, make_world
 from .invariants import assert_books_balance
@@ -79,7 +81,7 @@ async def test_an_import_books_what_posting_one_by_one_books(db: Database) -> No
     one_by_one = await make_world(db)
     ids = {}
     for n, card in enumerate(cards):
-        member = await members.create_member(db, one_by_one.tenant_id, now=NOW - timedelta(days=500))
+        member = await membership.create_member(db, one_by_one.tenant_id, now=NOW - timedelta(days=500))
         ids[n] = member.id
         async with db.write() as s:
             await s.execute(

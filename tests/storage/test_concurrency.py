@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from loyalty import adjustments, jobs, members, redemptions, transactions
-from loyalty.db import Database
 from loyalty.errors import InsufficientPoints
+from loyalty.members import membership
+from loyalty.ops import jobs
+from loyalty.points import adjustments, redemptions, transactions
+from loyalty.storage.db import Database
 
 from .conftest import NOW, basket, make_world
 from .invariants import assert_books_balance
@@ -26,7 +28,7 @@ def pg(postgresql_url: str, runner: asyncio.Runner):  # type: ignore[no-untyped-
 async def test_fifty_concurrent_redemptions_against_three_covered(pg: Database) -> None:
     """50 concurrent redemptions of a 300-point reward against 900 points: exactly 3 succeed."""
     world = await make_world(pg)
-    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(pg, world.tenant_id, now=NOW)).id
     for _ in range(3):  # three lots, so draws cross lots too
         await adjustments.adjust(pg, world.tenant_id, member, 300, reason="setup", actor="t", now=NOW)
 
@@ -39,14 +41,14 @@ async def test_fifty_concurrent_redemptions_against_three_covered(pg: Database) 
 
     outcomes = await asyncio.gather(*(attempt() for _ in range(50)))
     assert sum(outcomes) == 3
-    assert (await members.get_member(pg, world.tenant_id, member)).available == 0
+    assert (await membership.get_member(pg, world.tenant_id, member)).available == 0
     await assert_books_balance(pg, world.tenant_id)
 
 
 async def test_twenty_concurrent_posts_of_one_receipt_book_once(pg: Database) -> None:
     """20 concurrent posts of the same external id create one transaction and one set of points."""
     world = await make_world(pg)
-    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(pg, world.tenant_id, now=NOW)).id
     postings = await asyncio.gather(
         *(
             transactions.post_transaction(
@@ -65,14 +67,14 @@ async def test_twenty_concurrent_posts_of_one_receipt_book_once(pg: Database) ->
     assert len({p.transaction_id for p in postings}) == 1
     assert sum(not p.replayed for p in postings) == 1
     assert await transactions.transaction_count(pg, world.tenant_id) == 1
-    assert (await members.get_member(pg, world.tenant_id, member)).pending == 10
+    assert (await membership.get_member(pg, world.tenant_id, member)).pending == 10
     await assert_books_balance(pg, world.tenant_id)
 
 
 async def test_expiry_job_twice_at_once_expires_each_lot_once(pg: Database) -> None:
     """Two expiry runs at the same time expire every lot exactly once."""
     world = await make_world(pg)
-    ids = [(await members.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(20)]
+    ids = [(await membership.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(20)]
     for member in ids:
         await adjustments.adjust(pg, world.tenant_id, member, 100, reason="setup", actor="t", now=NOW)
     later = datetime(2025, 6, 30, tzinfo=UTC)
@@ -87,7 +89,7 @@ async def test_expiry_job_twice_at_once_expires_each_lot_once(pg: Database) -> N
 async def test_redemptions_racing_expiry_and_refunds_keep_books(pg: Database) -> None:
     """Redemptions, refunds and an expiry run interleaving on the same members leave balanced books."""
     world = await make_world(pg)
-    ids = [(await members.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(5)]
+    ids = [(await membership.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(5)]
     postings = []
     for i, member in enumerate(ids):
         await adjustments.adjust(pg, world.tenant_id, member, 600, reason="setup", actor="t", now=NOW)
@@ -136,7 +138,7 @@ async def test_concurrent_posts_are_written_together_and_each_lands_once(
 
     monkeypatch.setattr(store.GroupCommit, "_take", counting)
     world = await make_world(pg)
-    people = [(await members.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(30)]
+    people = [(await membership.create_member(pg, world.tenant_id, now=NOW)).id for _ in range(30)]
     receipts = [(f"r{i}", people[i % 30], 1000 * (i + 1)) for i in range(60)] + [("r0", people[0], 1000)]
     postings = await asyncio.gather(
         *(
@@ -158,7 +160,7 @@ async def test_concurrent_posts_are_written_together_and_each_lands_once(
     for (_, _, cents), posting in zip(receipts, postings, strict=True):
         assert posting.points == cents // 100
     for i, member in enumerate(people):
-        view = await members.get_member(pg, world.tenant_id, member)
+        view = await membership.get_member(pg, world.tenant_id, member)
         assert view.pending == (i + 1) * 10 + (i + 31) * 10 and view.visits == 2
     await assert_books_balance(pg, world.tenant_id)
 
@@ -168,7 +170,7 @@ async def test_concurrent_cancellations_of_one_redemption_restore_it_once(pg: Da
     from loyalty.errors import Conflict
 
     world = await make_world(pg)
-    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(pg, world.tenant_id, now=NOW)).id
     await adjustments.adjust(pg, world.tenant_id, member, 500, reason="setup", actor="t", now=NOW)
     done = await redemptions.redeem(pg, world.tenant_id, member, "COFFEE", now=NOW)
 
@@ -181,14 +183,14 @@ async def test_concurrent_cancellations_of_one_redemption_restore_it_once(pg: Da
 
     outcomes = await asyncio.gather(*(cancel() for _ in range(10)))
     assert sum(outcomes) == 1
-    assert (await members.get_member(pg, world.tenant_id, member)).available == 500
+    assert (await membership.get_member(pg, world.tenant_id, member)).available == 500
     await assert_books_balance(pg, world.tenant_id)
 
 
 async def test_the_tier_job_never_undoes_an_upgrade_that_lands_while_it_runs(pg: Database) -> None:
     """A purchase that upgrades a member while the tier job waits for the member's row is kept."""
     world = await make_world(pg)
-    member = (await members.create_member(pg, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(pg, world.tenant_id, now=NOW)).id
     # No tier yet: the job sees the member as one to set (to bronze) when it starts.
     async with pg.driver_connection() as conn:
         tx = conn.transaction()
@@ -217,4 +219,4 @@ async def test_the_tier_job_never_undoes_an_upgrade_that_lands_while_it_runs(pg:
         )
         await tx.commit()
     await job
-    assert (await members.get_member(pg, world.tenant_id, member)).tier == "silver"
+    assert (await membership.get_member(pg, world.tenant_id, member)).tier == "silver"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from loyalty import adjustments, balances, jobs, members, redemptions
+from loyalty.members import membership
+from loyalty.ops import jobs
+from loyalty.points import adjustments, balances, redemptions
 
 from .conftest import NOW, World
 from .helpers import post
@@ -16,7 +18,7 @@ END_OF_MAY = datetime(2025, 5, 31, 22, 0, tzinfo=UTC)
 
 async def test_pending_points_become_available_after_window(world: World) -> None:
     """Points stay pending for the return window and turn available afterwards, once."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     await post(world, "p", 1000, member)
     early = await jobs.release_pending(world.db, world.tenant_id, now=NOW + timedelta(days=13))
     assert early.lots == 0
@@ -30,7 +32,7 @@ async def test_pending_points_become_available_after_window(world: World) -> Non
 
 async def test_expiry_at_end_of_month_takes_only_what_remains(world: World) -> None:
     """A lot expires at the end of the policy's month and loses only its unspent points."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     await adjustments.adjust(world.db, world.tenant_id, member, 500, reason="gift", actor="t", now=NOW)
     await redemptions.redeem(world.db, world.tenant_id, member, "COFFEE", now=NOW)
     before = await jobs.expire_lots(world.db, world.tenant_id, now=END_OF_MAY - timedelta(seconds=1))
@@ -45,7 +47,7 @@ async def test_expiry_at_end_of_month_takes_only_what_remains(world: World) -> N
 
 async def test_balance_shows_points_expiring_by_month(world: World) -> None:
     """The balance lists the points expiring in this and the next two months."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     await adjustments.adjust(world.db, world.tenant_id, member, 120, reason="gift", actor="t", now=NOW)
     view = await balances.balance(world.db, world.tenant_id, member, now=NOW + timedelta(days=30))
     assert [(e.month, e.points) for e in view.expiring] == [("2025-04", 0), ("2025-05", 120), ("2025-06", 0)]
@@ -53,20 +55,20 @@ async def test_balance_shows_points_expiring_by_month(world: World) -> None:
 
 async def test_tier_upgrades_on_earn_and_downgrades_only_at_evaluation(world: World) -> None:
     """Earning past a threshold upgrades at once; falling out of the window downgrades only at evaluation."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     await post(world, "big", 100_000, member)
-    assert (await members.get_member(world.db, world.tenant_id, member)).tier == "silver"
+    assert (await membership.get_member(world.db, world.tenant_id, member)).tier == "silver"
     a_year_later = NOW + timedelta(days=400)
-    assert (await members.get_member(world.db, world.tenant_id, member)).tier == "silver"
+    assert (await membership.get_member(world.db, world.tenant_id, member)).tier == "silver"
     result = await jobs.evaluate_tiers(world.db, world.tenant_id, now=a_year_later)
     assert result.members >= 1
-    assert (await members.get_member(world.db, world.tenant_id, member)).tier == "bronze"
+    assert (await membership.get_member(world.db, world.tenant_id, member)).tier == "bronze"
     assert (await jobs.evaluate_tiers(world.db, world.tenant_id, now=a_year_later)).members == 0
 
 
 async def test_balance_shows_tier_progress_and_rewards_in_reach(world: World) -> None:
     """The balance says how far the next tier is and which rewards the points cover."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     await post(world, "p", 40_000, member)
     await adjustments.adjust(world.db, world.tenant_id, member, 150, reason="gift", actor="t", now=NOW)
     view = await balances.balance(world.db, world.tenant_id, member, now=NOW)
@@ -80,7 +82,7 @@ async def test_balance_shows_tier_progress_and_rewards_in_reach(world: World) ->
 
 async def test_history_pages_newest_first(world: World) -> None:
     """History lists one row per operation, newest first, page by page."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     for i in range(5):
         await post(world, f"p{i}", 1000 * (i + 1), member)
     first = await balances.history(world.db, world.tenant_id, member, limit=3)

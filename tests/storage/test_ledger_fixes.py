@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from loyalty import balances, jobs, members, redemptions, transactions
-from loyalty.db import Database
+from loyalty.members import membership
+from loyalty.ops import jobs
+from loyalty.points import balances, redemptions, transactions
+from loyalty.storage.db import Database
 
 from .conftest import NOW, PROGRAM, World, basket, make_world
 from .helpers import post
@@ -42,7 +44,7 @@ async def _post(world: World, receipt: str, member: int, *, at: datetime, now: d
 async def test_a_late_receipt_counts_against_its_own_day_limit(db: Database) -> None:
     """A per-day limit holds on each day, also when a till posts an earlier day's receipt late."""
     world = await make_world(db, DAILY)
-    member = (await members.create_member(db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(db, world.tenant_id, now=NOW)).id
     day2 = NOW + timedelta(days=1)
     first = await _post(world, "day2-a", member, at=day2, now=day2)
     late = await _post(world, "day1-late", member, at=NOW, now=day2 + timedelta(hours=1))
@@ -52,7 +54,7 @@ async def test_a_late_receipt_counts_against_its_own_day_limit(db: Database) -> 
 
 async def test_refunding_points_that_expired_unspent_leaves_no_debt(world: World) -> None:
     """Points that expired unspent were never spent: returning their purchase creates no debt."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await post(world, "p", 10_000, member)
     await jobs.release_pending(world.db, world.tenant_id, now=NOW + timedelta(days=15))
     expired = await jobs.expire_lots(world.db, world.tenant_id, now=END_OF_MAY)
@@ -66,7 +68,7 @@ async def test_refunding_points_that_expired_unspent_leaves_no_debt(world: World
 
 async def test_a_partly_spent_lot_that_expired_owes_only_what_was_spent(world: World) -> None:
     """Of a returned purchase's points, only the spent part becomes debt; the expired part does not."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await post(world, "p", 40_000, member)  # 400 points
     await jobs.release_pending(world.db, world.tenant_id, now=NOW + timedelta(days=15))
     await redemptions.redeem(world.db, world.tenant_id, member, "COFFEE", now=NOW + timedelta(days=15))
@@ -95,7 +97,7 @@ async def _stamps(db: Database, tenant_id: int, member: int) -> tuple[int, list[
 
 async def test_a_refund_takes_back_the_stamps_and_an_unused_voucher(world: World) -> None:
     """Returning washes takes their stamps off the card; a voucher they completed, still unused, goes."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await transactions.post_transaction(
         world.db,
         world.tenant_id,
@@ -116,7 +118,7 @@ async def test_a_refund_takes_back_the_stamps_and_an_unused_voucher(world: World
 
 async def test_a_used_voucher_stays_used_and_stamps_never_go_below_zero(world: World) -> None:
     """A free wash already taken stays taken when its washes come back; the card stops at zero."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await transactions.post_transaction(
         world.db,
         world.tenant_id,
@@ -138,7 +140,7 @@ async def test_a_lot_still_pending_at_its_expiry_date_expires_then(db: Database)
         "expire_after_months: 2, pending_days: 14", "expire_after_months: 1, pending_days: 90"
     )
     world = await make_world(db, slow)
-    member = (await members.create_member(db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(db, world.tenant_id, now=NOW)).id
     await post(world, "p", 10_000, member)
     end_of_april = datetime(2025, 4, 30, 22, 0, tzinfo=UTC)
     done = await jobs.expire_lots(db, world.tenant_id, now=end_of_april)
@@ -153,9 +155,9 @@ async def test_a_lot_still_pending_at_its_expiry_date_expires_then(db: Database)
 async def test_a_refund_takes_from_the_purchases_own_lot_once(world: World) -> None:
     """Its own lot partly spent, a purchase's return takes what the lot still holds, then the member's
     other points, then debt: the own lot is not drawn a second time among the others."""
-    from loyalty import adjustments
+    from loyalty.points import adjustments
 
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await post(world, "p", 10_000, member)  # 100 points, expiring end of May
     later = NOW + timedelta(days=15)
     await jobs.release_pending(world.db, world.tenant_id, now=later)

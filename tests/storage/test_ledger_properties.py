@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import text
 
-from loyalty import adjustments, jobs, members, redemptions, transactions
-from loyalty.db import Database
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotAllowed
+from loyalty.members import membership
+from loyalty.ops import jobs
+from loyalty.points import adjustments, redemptions, transactions
+from loyalty.storage.db import Database
 
 from .conftest import NOW, basket, make_world
 from .invariants import violations
@@ -90,7 +92,7 @@ class Ledger(RuleBasedStateMachine):
         self.model = LedgerModel()
         self.members = []
         for _ in range(2):
-            member_id = self.run(members.create_member(self.db, self.world.tenant_id, now=NOW)).id
+            member_id = self.run(membership.create_member(self.db, self.world.tenant_id, now=NOW)).id
             self.members.append(member_id)
             self.model.add_member(member_id)
         self.now: datetime = NOW

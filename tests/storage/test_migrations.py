@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from loyalty.db import create_engine, upgrade
-from loyalty.models import load_all
+from loyalty.storage.db import create_engine, upgrade
+from loyalty.storage.models import load_all
 
 
 async def _diff_and_tables(url: str) -> tuple[list[object], set[str]]:

@@ -6,8 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from loyalty import balances, jobs, members, redemptions
 from loyalty.errors import Conflict, InsufficientPoints, NotAllowed
+from loyalty.members import membership
+from loyalty.ops import jobs
+from loyalty.points import balances, redemptions
 
 from .conftest import NOW, World
 from .helpers import member_with, post
@@ -16,7 +18,7 @@ from .invariants import assert_books_balance
 
 async def test_redemption_draws_nearest_expiry_first(world: World) -> None:
     """Spending takes the lot that expires first, and records the draws."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     await post(world, "old", 20_000, member, at=NOW - timedelta(days=40), now=NOW - timedelta(days=40))
     await post(world, "new", 20_000, member, at=NOW - timedelta(days=20), now=NOW - timedelta(days=20))
     await jobs.release_pending(world.db, world.tenant_id, now=NOW)
@@ -45,8 +47,8 @@ async def test_reward_above_tier_is_refused(world: World) -> None:
 async def test_cancel_same_day_restores_exact_lots(world: World) -> None:
     """Cancelling on the same day gives each drawn lot back exactly what was taken from it."""
     member = await member_with(world, 250)
-    await members.create_member(world.db, world.tenant_id, now=NOW)
-    from loyalty import adjustments
+    await membership.create_member(world.db, world.tenant_id, now=NOW)
+    from loyalty.points import adjustments
 
     await adjustments.adjust(world.db, world.tenant_id, member, 100, reason="second lot", actor="t", now=NOW)
     done = await redemptions.redeem(world.db, world.tenant_id, member, "COFFEE", now=NOW)
@@ -69,11 +71,11 @@ async def test_cancel_next_day_is_refused(world: World) -> None:
 
 async def test_voucher_is_used_once(world: World) -> None:
     """A stamp-card voucher can be redeemed once; the second attempt is a conflict."""
-    from loyalty import transactions
+    from loyalty.points import transactions
 
     from .conftest import basket
 
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await transactions.post_transaction(
         world.db,
         world.tenant_id,

@@ -6,8 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from loyalty import balances, jobs, members, redemptions, transactions
 from loyalty.errors import InvalidInput
+from loyalty.members import membership
+from loyalty.ops import jobs
+from loyalty.points import balances, redemptions, transactions
 
 from .conftest import NOW, World, basket
 from .helpers import post
@@ -18,7 +20,7 @@ LATER = NOW + timedelta(days=15)
 
 async def test_partial_refund_reverses_the_items_points(world: World) -> None:
     """Returning one of three units reverses a third of that line's points."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await transactions.post_transaction(
         world.db,
         world.tenant_id,
@@ -42,7 +44,7 @@ async def test_partial_refund_reverses_the_items_points(world: World) -> None:
 
 async def test_refund_more_than_bought_is_an_error(world: World) -> None:
     """Refunding more units than were bought (or are left) is refused."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await post(world, "r", 1000, member, quantity=2)
     await transactions.refund(world.db, world.tenant_id, posting.transaction_id, lines={0: 1}, now=NOW)
     with pytest.raises(InvalidInput, match="more than was bought"):
@@ -53,7 +55,7 @@ async def test_refund_more_than_bought_is_an_error(world: World) -> None:
 
 async def test_refund_after_spending_leaves_debt_paid_by_later_points(world: World) -> None:
     """A refund after the points were spent leaves a debt, and later points pay it off first."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await post(world, "big", 40_000, member)
     await jobs.release_pending(world.db, world.tenant_id, now=LATER)
     await redemptions.redeem(world.db, world.tenant_id, member, "COFFEE", now=LATER)
@@ -70,8 +72,8 @@ async def test_refund_after_spending_leaves_debt_paid_by_later_points(world: Wor
 
 async def test_reward_on_refunded_purchase_stays_redeemed(world: World) -> None:
     """A reward redeemed with a purchase stays redeemed when the purchase is refunded, charged once."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
-    from loyalty import adjustments
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
+    from loyalty.points import adjustments
 
     await adjustments.adjust(world.db, world.tenant_id, member, 300, reason="gift", actor="t", now=NOW)
     posting = await post(world, "p", 1000, member)
@@ -95,7 +97,7 @@ async def test_reward_on_refunded_purchase_stays_redeemed(world: World) -> None:
 
 async def test_refund_with_same_external_id_applies_once(world: World) -> None:
     """A refund retried with its external id is applied once."""
-    member = (await members.create_member(world.db, world.tenant_id, now=NOW)).id
+    member = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
     posting = await post(world, "p", 1000, member, quantity=3)
     one = await transactions.refund(
         world.db, world.tenant_id, posting.transaction_id, lines={0: 1}, external_id="ret-1", now=NOW
