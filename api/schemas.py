@@ -152,17 +152,29 @@ class PostingAnswer:
     transaction: posting.Posting
     balance: membership.MemberView
 
+    @classmethod
+    def of(cls, done: posting.Posted) -> PostingAnswer:
+        return cls(done.posting, done.member)
+
 
 @dataclass(frozen=True, slots=True)
 class RefundAnswer:
     refund: refunds.RefundResult
     balance: membership.MemberView
 
+    @classmethod
+    def of(cls, done: refunds.Refunded) -> RefundAnswer:
+        return cls(done.refund, done.member)
+
 
 @dataclass(frozen=True, slots=True)
 class RedemptionAnswer:
     redemption: redemptions.RedemptionResult
     balance: membership.MemberView
+
+    @classmethod
+    def of(cls, done: redemptions.Redeemed) -> RedemptionAnswer:
+        return cls(done.redemption, done.member)
 
 
 @dataclass(frozen=True, slots=True)

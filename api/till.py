@@ -6,14 +6,14 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
 from api import schemas
 from api.auth import Principal, requires
 from api.context import Caller, CardKeys, Db, Now
-from api.idempotency import IdempotencyKey, idempotent, idempotent_by_nature
+from api.idempotency import IdempotencyKey, IdempotentAnswer, idempotent
 from loyalty.admin.access import Answer
 from loyalty.cards.secrets import Secrets
 from loyalty.members import lookup, membership
@@ -69,135 +69,117 @@ class TillController(Controller):
         ref = lookup.parse_code(data.code, secrets, principal.tenant_id, now=now)
         return await balances.scan(db, principal.tenant_id, ref, now=now)
 
-    @post("/activations", operation_id="tillActivateCard")
+    @post("/activations", operation_id="tillActivateCard", **idempotent(by_nature=True))
     async def activate(
         self,
-        request: Request[Any, Any, Any],
         principal: Caller,
         db: Db,
         now: Now,
         secrets: CardKeys,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.ActivateRequest],
-    ) -> Response[schemas.ActivationAnswer]:
+    ) -> schemas.ActivationAnswer:
         """Bind a blank card to a new member (its first use)."""
+        number = await _card(db, secrets, principal, data.card, now)
+        member = await membership.resolve_card(db, principal.tenant_id, number, now=now)
+        return schemas.ActivationAnswer(number, member)
 
-        async def run() -> schemas.ActivationAnswer:
-            number = await _card(db, secrets, principal, data.card, now)
-            member = await membership.resolve_card(db, principal.tenant_id, number, now=now)
-            return schemas.ActivationAnswer(number, member)
-
-        return await idempotent_by_nature(request, run)
-
-    @post("/transactions", operation_id="tillPostTransaction")
+    @post("/transactions", operation_id="tillPostTransaction", **idempotent(schemas.PostingAnswer.of))
     async def post_transaction(
         self,
-        request: Request[Any, Any, Any],
         principal: Caller,
         db: Db,
         now: Now,
         secrets: CardKeys,
+        answer: IdempotentAnswer,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.PostTransactionRequest],
-    ) -> Response[schemas.PostingAnswer]:
+    ) -> schemas.PostingAnswer:
         """Post a basket: points with the rule-by-rule explanation, and the member's new balance."""
         assert principal.outlet_id is not None
+        ref = lookup.parse_code(data.card, secrets, principal.tenant_id, now=now)
+        items = tuple(Item(i.sku, i.unit_price, i.quantity, i.category, tuple(i.tags)) for i in data.items)
+        receipt = posting.Receipt(
+            principal.outlet_id,
+            data.external_id,
+            data.occurred_at,
+            items,
+            card_id=ref.card_id,
+            card_number=ref.number,
+            channel=data.channel,
+        )
+        posted = await posting.post(db, principal.tenant_id, receipt, now=now, answer=answer)
+        return schemas.PostingAnswer.of(posted)
 
-        async def run(answer: Answer) -> posting.Posted:
-            ref = lookup.parse_code(data.card, secrets, principal.tenant_id, now=now)
-            items = tuple(
-                Item(i.sku, i.unit_price, i.quantity, i.category, tuple(i.tags)) for i in data.items
-            )
-            receipt = posting.Receipt(
-                principal.outlet_id or 0,
-                data.external_id,
-                data.occurred_at,
-                items,
-                card_id=ref.card_id,
-                card_number=ref.number,
-                channel=data.channel,
-            )
-            return await posting.post(db, principal.tenant_id, receipt, now=now, answer=answer)
-
-        return await idempotent(request, run, lambda done: schemas.PostingAnswer(done.posting, done.member))
-
-    @post("/transactions/{transaction_id:int}/refunds", operation_id="tillRefund")
+    @post(
+        "/transactions/{transaction_id:int}/refunds",
+        operation_id="tillRefund",
+        **idempotent(schemas.RefundAnswer.of),
+    )
     async def refund(
         self,
-        request: Request[Any, Any, Any],
         principal: Caller,
         db: Db,
         now: Now,
+        answer: IdempotentAnswer,
         idempotency_key: IdempotencyKey,
         transaction_id: schemas.PathId,
         data: JSONBody[schemas.RefundRequest],
-    ) -> Response[schemas.RefundAnswer]:
+    ) -> schemas.RefundAnswer:
         """Return some items of a purchase made at this outlet (or all of them)."""
+        await transactions.transaction_at_outlet(db, principal.tenant_id, transaction_id, principal.outlet_id)
+        lines = {line.line: line.quantity for line in data.lines} if data.lines is not None else None
+        refunded = await refunds.refund_with_member(
+            db,
+            principal.tenant_id,
+            transaction_id,
+            now=now,
+            lines=lines,
+            external_id=data.external_id or _key_id(answer),
+            answer=answer,
+        )
+        return schemas.RefundAnswer.of(refunded)
 
-        async def run(answer: Answer) -> refunds.Refunded:
-            await transactions.transaction_at_outlet(
-                db, principal.tenant_id, transaction_id, principal.outlet_id
-            )
-            lines = {line.line: line.quantity for line in data.lines} if data.lines is not None else None
-            return await refunds.refund_with_member(
-                db,
-                principal.tenant_id,
-                transaction_id,
-                now=now,
-                lines=lines,
-                external_id=data.external_id or _key_id(answer),
-                answer=answer,
-            )
-
-        return await idempotent(request, run, lambda done: schemas.RefundAnswer(done.refund, done.member))
-
-    @post("/redemptions", operation_id="tillRedeem")
+    @post("/redemptions", operation_id="tillRedeem", **idempotent(schemas.RedemptionAnswer.of))
     async def redeem(
         self,
-        request: Request[Any, Any, Any],
         principal: Caller,
         db: Db,
         now: Now,
         secrets: CardKeys,
+        answer: IdempotentAnswer,
         idempotency_key: IdempotencyKey,
         data: JSONBody[schemas.RedeemRequest],
-    ) -> Response[schemas.RedemptionAnswer]:
+    ) -> schemas.RedemptionAnswer:
         """Spend points on a reward: never overdraws, however many tills try at once."""
-
-        async def run(answer: Answer) -> redemptions.Redeemed:
-            ref = lookup.parse_code(data.card, secrets, principal.tenant_id, now=now)
-            return await redemptions.redeem_with_member(
-                db,
-                principal.tenant_id,
-                reward_code=data.reward,
-                now=now,
-                card=ref,
-                outlet_id=principal.outlet_id,
-                transaction_id=data.transaction_id,
-                external_id=data.external_id or _key_id(answer),
-                answer=answer,
-            )
-
-        return await idempotent(
-            request, run, lambda done: schemas.RedemptionAnswer(done.redemption, done.member)
+        ref = lookup.parse_code(data.card, secrets, principal.tenant_id, now=now)
+        redeemed = await redemptions.redeem_with_member(
+            db,
+            principal.tenant_id,
+            reward_code=data.reward,
+            now=now,
+            card=ref,
+            outlet_id=principal.outlet_id,
+            transaction_id=data.transaction_id,
+            external_id=data.external_id or _key_id(answer),
+            answer=answer,
         )
+        return schemas.RedemptionAnswer.of(redeemed)
 
-    @post("/redemptions/{redemption_id:int}/cancellations", operation_id="tillCancelRedemption")
+    @post(
+        "/redemptions/{redemption_id:int}/cancellations",
+        operation_id="tillCancelRedemption",
+        **idempotent(),
+    )
     async def cancel(
         self,
-        request: Request[Any, Any, Any],
         principal: Caller,
         db: Db,
         now: Now,
+        answer: IdempotentAnswer,
         idempotency_key: IdempotencyKey,
         redemption_id: schemas.PathId,
-    ) -> Response[redemptions.CancelResult]:
+    ) -> redemptions.CancelResult:
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
-
-        async def run(answer: Answer) -> redemptions.CancelResult:
-            await transactions.redemption_at_outlet(
-                db, principal.tenant_id, redemption_id, principal.outlet_id
-            )
-            return await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now, answer=answer)
-
-        return await idempotent(request, run)
+        await transactions.redemption_at_outlet(db, principal.tenant_id, redemption_id, principal.outlet_id)
+        return await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now, answer=answer)

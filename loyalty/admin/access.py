@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import (
     CheckConstraint,
@@ -43,7 +43,10 @@ from loyalty.storage.db import Database
 from loyalty.storage.models import Base, Id, Outlet, _in
 
 if TYPE_CHECKING:
+    from loyalty.ledger.book import Booking
     from loyalty.ledger.store import Unit
+
+T = TypeVar("T")
 
 ROLES = ("admin", "marketer", "cashier")
 #: Prefix of every key, so a leaked key is recognisable by secret scanners.
@@ -297,6 +300,18 @@ _FORGET = (
     "DELETE FROM idempotency_records WHERE tenant_id = $1 AND api_key_id = $2 AND key = $3"
     " AND created_at = $4 AND status_code IS NOT DISTINCT FROM $5"
 )
+
+
+async def apply_answered(unit: Unit, booking: Booking, answer: Answer | None, result: T) -> T:
+    """Apply a ledger operation's booking with its answer to the till (when the till sent a key) as
+    one more row of the same write: the answer exists exactly when the write happened."""
+    record = answer.row(result) if answer is not None else None
+    if record is not None:
+        booking.insert("idempotency_records", record)
+    await unit.apply(booking)
+    if answer is not None and record is not None:
+        answer.stored(record)
+    return result
 
 
 async def check_answer(unit: Unit, answer: Answer) -> None:

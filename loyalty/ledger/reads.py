@@ -31,6 +31,21 @@ class MemberRow:
     tags: tuple[str, ...]
 
 
+#: The rows whose owner an operation looks up first: table -> how an error names a row of it.
+_OWNED = {"transactions": "transaction", "redemptions": "redemption"}
+
+
+async def owner(unit: Unit, table: str, tenant_id: int, row_id: int) -> int:
+    """The member a purchase or a redemption of this tenant belongs to (NotFound for another's): an
+    operation on it reads that member first, so its lock or revision guards what follows."""
+    member_id = await unit.fetchval(
+        f"SELECT member_id FROM {table} WHERE tenant_id = $1 AND id = $2", tenant_id, row_id
+    )
+    if member_id is None:
+        raise NotFound(f"{_OWNED[table]} {row_id} not found")
+    return int(member_id)
+
+
 async def member(unit: Unit, tenant_id: int, member_id: int) -> MemberRow:
     """The member's row, locked when the unit locks (otherwise its revision guards the write)."""
     row = await unit.fetchrow(_MEMBER, tenant_id, member_id)

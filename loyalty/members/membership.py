@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from loyalty.cards.numbers import make_card_number, parse_card_number
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
-from loyalty.ledger import Holder
+from loyalty.ledger.reads import MemberRow
 from loyalty.storage import audit_log
 from loyalty.storage.db import Database
 from loyalty.storage.models import Card, CardBatch, Member, Tenant
@@ -55,24 +54,7 @@ class CardView:
     outlet_id: int | None
 
 
-class HeldMember(Protocol):
-    """A member as a ledger operation holds them: a ledger read's row, or a posting's context."""
-
-    @property
-    def holder(self) -> Holder: ...
-    @property
-    def tier(self) -> str | None: ...
-    @property
-    def visits(self) -> int: ...
-    @property
-    def last_visit_at(self) -> datetime | None: ...
-    @property
-    def enrolled_at(self) -> datetime: ...
-    @property
-    def tags(self) -> tuple[str, ...]: ...
-
-
-def view_of(row: HeldMember) -> MemberView:
+def view_of(row: MemberRow) -> MemberView:
     """The figures of a member a ledger operation read, as its booking left them (the holder's
     balances move with the booking's moves)."""
     h = row.holder

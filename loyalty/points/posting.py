@@ -34,11 +34,12 @@ from zoneinfo import ZoneInfo
 from cachetools import TTLCache
 
 import rules
-from loyalty.admin.access import Answer, answered_meanwhile, clear_dead
+from loyalty.admin.access import Answer, answered_meanwhile, apply_answered, clear_dead
 from loyalty.calendar import expiry_for, local_day, window_start
 from loyalty.cards.numbers import parse_card_number
 from loyalty.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from loyalty.ledger import ISSUED, Booking, Holder, Lot, reads
+from loyalty.ledger.reads import MemberRow
 from loyalty.ledger.store import Duplicate, Stale, Unit, run
 from loyalty.members import membership
 from loyalty.members.membership import CardRef, MemberView
@@ -129,15 +130,10 @@ class _BlankCard(Exception):
 
 
 @dataclass(slots=True)
-class MemberContext:
-    """A member as a posting needs them: balances (through the holder), counters, and history."""
+class MemberContext(MemberRow):
+    """A member as a posting needs them: the ledger's row (balances through the holder) and the
+    counters and history the rules read."""
 
-    holder: Holder
-    tier: str | None
-    visits: int
-    last_visit_at: datetime | None
-    enrolled_at: datetime
-    tags: tuple[str, ...]
     stamps: dict[str, int]
     uses: dict[str, int]
     #: (local day, rule) -> applications that day
@@ -834,13 +830,7 @@ async def _post_unit(
     )
     counters.flush(booking, tenant_id, now)
     posted = Posted(posting, membership.view_of(ctx))
-    record = answer.row(posted) if answer is not None else None
-    if record is not None:
-        booking.insert("idempotency_records", record)
-    await unit.apply(booking)
-    if answer is not None and record is not None:
-        answer.stored(record)
-    return posted
+    return await apply_answered(unit, booking, answer, posted)
 
 
 async def _lock_member(unit: Unit, tenant_id: int, receipt: Receipt) -> int | None:

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 import rules
-from loyalty.admin.access import Answer, answered_meanwhile, check_answer
+from loyalty.admin.access import Answer, answered_meanwhile, apply_answered, check_answer
 from loyalty.calendar import local_day
 from loyalty.errors import Conflict, InsufficientPoints, InvalidInput, NotAllowed, NotFound
 from loyalty.ledger import REDEEMED, Booking, Duplicate, Lot, reads, run
@@ -200,13 +200,7 @@ async def _redeem_unit(
         RedemptionResult(redemption_id, member_id, reward_code, cost, tuple(draws), holder.available),
         view_of(member),
     )
-    record = answer.row(done) if answer is not None else None
-    if record is not None:
-        booking.insert("idempotency_records", record)
-    await unit.apply(booking)
-    if answer is not None and record is not None:
-        answer.stored(record)
-    return done
+    return await apply_answered(unit, booking, answer, done)
 
 
 def _row(
@@ -376,11 +370,7 @@ _DRAWS = (
 async def _cancel_unit(
     tenant_id: int, redemption_id: int, now: datetime, answer: Answer | None, unit: Unit
 ) -> CancelResult:
-    owner = await unit.fetchval(
-        "SELECT member_id FROM redemptions WHERE tenant_id = $1 AND id = $2", tenant_id, redemption_id
-    )
-    if owner is None:
-        raise NotFound(f"redemption {redemption_id} not found")
+    owner = await reads.owner(unit, "redemptions", tenant_id, redemption_id)
     # The member first (its lock, or its revision), then the redemption's state: a cancellation that
     # commits in between moves the member's revision on, so this one cannot restore the points twice.
     member = await reads.member(unit, tenant_id, owner)
@@ -419,13 +409,7 @@ async def _cancel_unit(
     booking.settle_debt(holder, list(lots.values()), cause="redemption_cancel", ref_id=redemption_id)
     booking.touch(holder)
     result = CancelResult(redemption_id, cost, holder.available)
-    record = answer.row(result) if answer is not None else None
-    if record is not None:
-        booking.insert("idempotency_records", record)
-    await unit.apply(booking)
-    if answer is not None and record is not None:
-        answer.stored(record)
-    return result
+    return await apply_answered(unit, booking, answer, result)
 
 
 async def cancel(

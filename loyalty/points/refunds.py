@@ -24,8 +24,8 @@ from functools import partial
 from typing import Any
 
 import rules
-from loyalty.admin.access import Answer, answered_meanwhile, check_answer
-from loyalty.errors import Conflict, InvalidInput, NotFound
+from loyalty.admin.access import Answer, answered_meanwhile, apply_answered, check_answer
+from loyalty.errors import Conflict, InvalidInput
 from loyalty.ledger import DEBT, ISSUED, Booking, Duplicate, Lot, reads, run
 from loyalty.ledger.store import Unit
 from loyalty.members.membership import MemberView, view_of
@@ -108,11 +108,7 @@ async def _refund_unit(
     answer: Answer | None,
     unit: Unit,
 ) -> Refunded:
-    owner = await unit.fetchval(
-        "SELECT member_id FROM transactions WHERE tenant_id = $1 AND id = $2", tenant_id, transaction_id
-    )
-    if owner is None:
-        raise NotFound(f"transaction {transaction_id} not found")
+    owner = await reads.owner(unit, "transactions", tenant_id, transaction_id)
     # The member first (its lock, or its revision), then what was refunded so far: a refund that
     # commits in between moves the member's revision on, so this one is written on fresh figures.
     member = await reads.member(unit, tenant_id, owner)
@@ -205,13 +201,7 @@ async def _refund_unit(
         {line: q for line, q in sorted(wanted.items())},
     )
     refunded = Refunded(result, view_of(member))
-    record = answer.row(refunded) if answer is not None else None
-    if record is not None:
-        booking.insert("idempotency_records", record)
-    await unit.apply(booking)
-    if answer is not None and record is not None:
-        answer.stored(record)
-    return refunded
+    return await apply_answered(unit, booking, answer, refunded)
 
 
 async def _take_back(

@@ -16,29 +16,10 @@ from loyalty.storage.models import AuditEntry
 MAX_PAGE = 200
 
 
-async def record(
-    session: AsyncSession,
-    tenant_id: int,
-    *,
-    actor: str,
-    action: str,
-    entity: str,
-    entity_id: object,
-    at: datetime,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Append one entry, in the caller's transaction: the change and its record commit together."""
-    await session.execute(
-        insert(AuditEntry).values(
-            tenant_id=tenant_id,
-            actor=actor,
-            action=action,
-            entity=entity,
-            entity_id=str(entity_id),
-            details=details or {},
-            at=at,
-        )
-    )
+async def record(session: AsyncSession, tenant_id: int, **entry: Any) -> None:
+    """Append one entry (the fields of :func:`row`), in the caller's transaction: the change and its
+    record commit together."""
+    await session.execute(insert(AuditEntry).values(row(tenant_id, **entry)))
 
 
 def row(
