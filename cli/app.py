@@ -41,6 +41,7 @@ from loyalty.programs import versions
 from loyalty.storage.db import Database, outage
 from loyalty.storage.models import Card, Tenant
 from loyalty.storage.private import write_private
+from loyalty.value import figures
 from rules.money import format_money
 
 T = TypeVar("T")
@@ -967,6 +968,46 @@ def report_liability(tenant: TenantOption = None, fmt: FormatOption = Format.tab
         fmt,
         "liability (points)",
     )
+
+
+@report_app.command("customers")
+def report_customers(
+    at_risk: Annotated[
+        bool, typer.Option("--at-risk", help="Only members silent for longer than their own rhythm.")
+    ] = False,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Compute as of this date (default: now).")
+    ] = None,
+    tenant: TenantOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Each purchasing member's figures: recency, frequency, spend, RFM scores, rhythm, at-risk, value
+    (CSV or JSON for a CRM: `--at-risk --format csv`)."""
+
+    async def go() -> list[figures.Figures]:
+        async with _database() as db:
+            t = await _tenant(db, tenant)
+            now = _instant(as_of, await _zone(db, t.id), "--as-of", end_of_day=True) if as_of else _now()
+            found, _fit = await figures.compute(db, t.id, now=now)
+            return [f for f in found if f.at_risk or not at_risk]
+
+    rows = [
+        {
+            "member": f.member_id,
+            "rfm": f.rfm,
+            "purchase_days": f.purchase_days,
+            "spend": f.spend,
+            "last_purchase": f.last_purchase_at.date().isoformat(),
+            "days_silent": round(f.recency_days),
+            "interval_days": None if f.typical_interval_days is None else round(f.typical_interval_days, 1),
+            "due_in_days": None if f.expected_visit_in_days is None else round(f.expected_visit_in_days, 1),
+            "at_risk": f.at_risk,
+            "alive": f.alive,
+            "predicted_value": f.predicted_value,
+        }
+        for f in _run(go())
+    ]
+    _emit(rows, fmt, "members at risk" if at_risk else "customer figures")
 
 
 @report_app.command("monthly")

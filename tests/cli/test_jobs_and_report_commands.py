@@ -84,3 +84,33 @@ def test_reports_reject_bad_options(history: Path, cli: Cli) -> None:
     one_line_error(cli("report", "partners", "--from", "2025-04-01", "--to", "2025-03-01"), "after --from")
     one_line_error(cli("report", "liability", "--format", "xml"), "xml")
     one_line_error(cli("report", "monthly", "--months", "99"), "--months")
+
+
+def test_report_customers_lists_figures_and_exports_the_at_risk(shop: Path, tmp_path: Path, cli: Cli) -> None:
+    """One member every week, then silent for a month: at risk by their own rhythm, and the CSV a
+    CRM takes lists them; a member seen last week is not."""
+    lapsing, regular = make_card_number("7301", 7), make_card_number("7301", 8)
+    path = tmp_path / "weekly.csv"
+    lines = ["external_id,outlet,card,occurred_at,sku,category,quantity,unit_price"]
+    weekly = ("02-03", "02-10", "02-17", "02-24")
+    lines += [
+        f"l{i},cafe-1,{lapsing},2025-{day}T09:00:00+01:00,LATTE,coffee,1,390" for i, day in enumerate(weekly)
+    ]
+    steady = ("02-24", "03-03", "03-10", "03-17", "03-20")
+    lines += [
+        f"r{i},cafe-1,{regular},2025-{day}T10:00:00+01:00,RYE,bread,1,500" for i, day in enumerate(steady)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    ok(cli("import", "transactions", path))
+    everyone = json.loads(ok(cli("report", "customers", "--as-of", "2025-03-24", "--format", "json")).out)
+    assert len(everyone) == 2 and {row["purchase_days"] for row in everyone} == {4, 5}
+    risky = list(
+        csv.DictReader(
+            io.StringIO(
+                ok(cli("report", "customers", "--at-risk", "--as-of", "2025-03-24", "--format", "csv")).out
+            )
+        )
+    )
+    assert len(risky) == 1 and risky[0]["purchase_days"] == "4" and risky[0]["at_risk"] == "True"
+    assert risky[0]["interval_days"] == "7.0"
+    one_line_error(cli("report", "customers", "--as-of", "someday"), "--as-of", "not a date")
