@@ -41,7 +41,8 @@ from loyalty.programs import versions
 from loyalty.storage.db import Database, outage
 from loyalty.storage.models import Card, Tenant
 from loyalty.storage.private import write_private
-from loyalty.value import figures
+from loyalty.value import figures, segments
+from rules.hints import did_you_mean
 from rules.money import format_money
 
 T = TypeVar("T")
@@ -240,6 +241,7 @@ import_app = typer.Typer(no_args_is_help=True, help="Import history.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Batch jobs: pending points, expiry, tiers.")
 cards_app = typer.Typer(no_args_is_help=True, help="Printed cards.")
 report_app = typer.Typer(no_args_is_help=True, help="Reports: liability, monthly movements, partners.")
+segments_app = typer.Typer(no_args_is_help=True, help="Customer segments: run, sizes, members (for a CRM).")
 for _sub, _name in (
     (db_app, "db"),
     (secrets_app, "secrets"),
@@ -251,6 +253,7 @@ for _sub, _name in (
     (jobs_app, "jobs"),
     (cards_app, "cards"),
     (report_app, "report"),
+    (segments_app, "segments"),
 ):
     app.add_typer(_sub, name=_name)
 
@@ -844,6 +847,82 @@ def jobs_run(
             else f"{r.lots:,} lots, {r.points:,} points, {r.members:,} members"
         )
         out.print(f"job {r.kind} (run {r.run_id}) as of {r.as_of.isoformat()}: {what}")
+
+
+@segments_app.command("run")
+def segments_run(
+    as_of: Annotated[
+        str | None, typer.Option(help="Run as of the end of this day (or this instant); default now.")
+    ] = None,
+    tenant: TenantOption = None,
+) -> None:
+    """Compute every member's figures and place them in the program's segments (moves are kept)."""
+
+    async def go() -> segments.Run:
+        async with _database() as db:
+            t = await _tenant(db, tenant)
+            when = _instant(as_of, await _zone(db, t.id), "--as-of", end_of_day=True) if as_of else _now()
+            return await segments.run(db, t.id, now=when)
+
+    r = _run(go())
+    sizes = ", ".join(
+        f"{name or '(none)'} {n:,}" for name, n in sorted(r.sizes.items(), key=lambda kv: -kv[1])
+    )
+    model = "value models fitted" if r.fitted else "too few repeat buyers to fit the value models"
+    out.print(
+        f"segments as of {r.at.isoformat()}: {r.members:,} members, {r.moves:,} moved; {sizes}; {model}"
+    )
+
+
+@segments_app.command("show")
+def segments_show(tenant: TenantOption = None, fmt: FormatOption = Format.table) -> None:
+    """How many members each segment holds (by the last run)."""
+
+    async def go() -> list[segments.SegmentSize]:
+        async with _database() as db:
+            return await segments.sizes(db, (await _tenant(db, tenant)).id)
+
+    _emit([{"segment": s.segment or "(none)", "members": s.members} for s in _run(go())], fmt, "segments")
+
+
+@segments_app.command("export")
+def segments_export(
+    segment: Annotated[str, typer.Argument(help="The segment's name, as the program names it.")],
+    tenant: TenantOption = None,
+    fmt: FormatOption = Format.csv,
+) -> None:
+    """The members of one segment with their figures: a list a CRM or a mailer takes (CSV by default)."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _database() as db:
+            t = await _tenant(db, tenant)
+            known = {s.name for s in (await versions.current(db, t.id, _now())).program.document.segments}
+            if segment not in known:
+                hint = did_you_mean(segment, sorted(known)) if known else None
+                raise CliError(
+                    f"unknown segment {segment!r}"
+                    + (f" ({hint})" if hint else "")
+                    + ("" if known else ": the program in force names no segments")
+                )
+            rows: list[dict[str, Any]] = []
+            for f in await segments.members_in(db, t.id, segment):
+                if isinstance(f, int):
+                    rows.append(
+                        {"member": f, "rfm": None, "spend": None, "last_purchase": None, "at_risk": None}
+                    )
+                else:
+                    rows.append(
+                        {
+                            "member": f.member_id,
+                            "rfm": f"{f.recency_score}{f.frequency_score}{f.monetary_score}",
+                            "spend": f.spend,
+                            "last_purchase": f.last_purchase_at.date().isoformat(),
+                            "at_risk": f.at_risk,
+                        }
+                    )
+            return rows
+
+    _emit(_run(go()), fmt, f"segment {segment}")
 
 
 @app.command("audit")

@@ -7,15 +7,17 @@ No database, no web, no clock: time is an input. Typical use::
     result.total, result.rules, result.explanation
 """
 
-from rules.context import Event, Item, Member, Outlet, Transaction
+from rules.context import Customer, Event, Item, Member, Outlet, Transaction
 from rules.document import ProgramDocument
 from rules.engine import CompiledProgram, Result, compile_program, evaluate
 from rules.errors import EvaluationError, Issue, ProgramError, RulesError
+from rules.interpret import segment_of
 from rules.program import CheckedProgram, load_program, load_program_data
 
 __all__ = [
     "CheckedProgram",
     "CompiledProgram",
+    "Customer",
     "EvaluationError",
     "Event",
     "Issue",
@@ -31,4 +33,5 @@ __all__ = [
     "evaluate",
     "load_program",
     "load_program_data",
+    "segment_of",
 ]

@@ -97,9 +97,19 @@ _ORDERED = (NUMBER, STRING, DATETIME, DATE)
 class Checker:
     """Turns one condition's ``ast`` into IR; ``item_scope`` allows ``item.*`` (for_each: item rules)."""
 
-    def __init__(self, loc: Located, *, item_scope: bool, tiers: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        loc: Located,
+        *,
+        item_scope: bool,
+        tiers: tuple[str, ...] = (),
+        segment_scope: bool = False,
+        segments: tuple[str, ...] = (),
+    ) -> None:
         self.loc = loc
+        self.segments = segments
         self.item_scope = item_scope
+        self.segment_scope = segment_scope
         self.tiers = tiers
         self.issues: list[Issue] = []
 
@@ -159,6 +169,20 @@ class Checker:
                     f"{root}.{node.attr} is only available in rules with for_each: item",
                     node,
                     "add for_each: item, or read tx.items",
+                )
+                return Const(ERROR, text, None)
+            if root in schema.SEGMENT_ONLY_ROOTS and not self.segment_scope:
+                self.error(
+                    f"{root}.{node.attr} is read by segment conditions only",
+                    node,
+                    "define a segment with it under segments, then read member.segment here",
+                )
+                return Const(ERROR, text, None)
+            if self.segment_scope and root not in schema.SEGMENT_ROOTS:
+                self.error(
+                    f"a segment condition reads member and customer only, not {root}",
+                    node,
+                    "a segment run has no transaction, outlet or event",
                 )
                 return Const(ERROR, text, None)
             if node.attr not in fields:
@@ -299,7 +323,7 @@ class Checker:
             if b.type.element != a.type:
                 self.error(f"'{op}' looks for {a.type} in a {b.type}", node)
                 return False
-            self._tier_literal(a, b)
+            self._known_literal(a, b)
             return True
         if a.type.is_list or b.type.is_list:
             self.error(f"'{op}' cannot compare lists", node, "use 'in', any() or count()")
@@ -312,24 +336,26 @@ class Checker:
         if op not in ("==", "!=") and a.type not in _ORDERED:
             self.error(f"'{op}' does not order {a.type} values", node, "use == or !=")
             return False
-        self._tier_literal(a, b)
+        self._known_literal(a, b)
         return True
 
-    def _tier_literal(self, a: Node, b: Node) -> None:
-        """``member.tier == "platnum"`` is almost surely a typo: check tier names against the document."""
-        if not self.tiers:
-            return
+    def _known_literal(self, a: Node, b: Node) -> None:
+        """``member.tier == "platnum"`` or ``member.segment == "at_rsk"`` is almost surely a typo:
+        check tier and segment names against the document."""
         field, other = (a, b) if isinstance(a, FieldRef) else (b, a)
-        if not (isinstance(field, FieldRef) and field.root == "member" and field.name == "tier"):
+        if not (isinstance(field, FieldRef) and field.root == "member" and field.name in ("tier", "segment")):
+            return
+        known, what = (self.tiers, "tier") if field.name == "tier" else (self.segments, "segment")
+        if not known:
             return
         literals = other.elements if isinstance(other, ListLit) else (other,)
         for lit in literals:
-            if isinstance(lit, Const) and isinstance(lit.value, str) and lit.value not in self.tiers:
+            if isinstance(lit, Const) and isinstance(lit.value, str) and lit.value not in known:
                 self.issues.append(
                     self.loc.issue(
-                        f"unknown tier {lit.value!r}",
+                        f"unknown {what} {lit.value!r}",
                         None,
-                        did_you_mean(lit.value, self.tiers) or f"tiers are {', '.join(self.tiers)}",
+                        did_you_mean(lit.value, known) or f"{what}s are {', '.join(known)}",
                         col=self.loc.flat.find(lit.text),
                     )
                 )
@@ -447,10 +473,17 @@ _HANDLERS: dict[type[ast.AST], Callable[[Checker, Any], Node]] = {
 
 
 def check_expression(
-    tree: ast.expr, loc: Located, *, item_scope: bool, want: Type | None, tiers: tuple[str, ...] = ()
+    tree: ast.expr,
+    loc: Located,
+    *,
+    item_scope: bool,
+    want: Type | None,
+    tiers: tuple[str, ...] = (),
+    segment_scope: bool = False,
+    segments: tuple[str, ...] = (),
 ) -> tuple[Node, list[Issue]]:
     """Type-check one parsed condition; ``want`` is the required result type (BOOL for conditions)."""
-    checker = Checker(loc, item_scope=item_scope, tiers=tiers)
+    checker = Checker(loc, item_scope=item_scope, tiers=tiers, segment_scope=segment_scope, segments=segments)
     node = checker.check(tree)
     if want is not None and node.type is not ERROR and node.type != want:
         checker.error(

@@ -53,6 +53,36 @@ class Member:
     tags: tuple[str, ...] = ()
     stamps: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     rule_uses: Mapping[str, tuple[int, int]] = field(default_factory=lambda: _EMPTY_USES)
+    #: The segment the last segment run put the member in ("" before any run).
+    segment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A member's figures from their purchases, as the segment job computed them (read only by
+    segment conditions). Money is in integer minor units; days may be fractional."""
+
+    purchase_days: int = 0
+    #: Net spend over the job's window.
+    spend: int = 0
+    days_since_purchase: float = 0.0
+    #: RFM quintiles within the tenant, 1-5 (0: no purchase in the window).
+    recency_score: int = 0
+    frequency_score: int = 0
+    monetary_score: int = 0
+    #: The member's own typical days between purchase days (0 until they have a rhythm).
+    interval_days: float = 0.0
+    #: Days until their next visit is due by that rhythm; negative when overdue (0 without a rhythm).
+    expected_visit_in_days: float = 0.0
+    at_risk: bool = False
+    #: BG/NBD's chance that they are still active (1 when the tenant could not be fitted).
+    alive: float = 1.0
+    #: Expected spend over the job's horizon (0 when the tenant could not be fitted).
+    predicted_value: int = 0
+
+    @property
+    def rfm(self) -> str:
+        return f"{self.recency_score}{self.frequency_score}{self.monetary_score}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,8 @@ MAX_NESTING = 64
 #: Rules per program; far above real programs, low enough that compiling stays well under a second.
 MAX_RULES = 2_000
 
+#: Most segments a program names: a marketer's handful, each evaluated for every member at a run.
+MAX_SEGMENTS = 50
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Expression = Annotated[str, Field(min_length=1)]
@@ -171,6 +173,15 @@ class Rule(_Model):
         return self
 
 
+class Segment(_Model):
+    """A named group of members: the first segment (in document order) whose condition holds for a
+    member at a segment run is theirs. Conditions read ``member.*`` and the figures ``customer.*``."""
+
+    name: Code
+    description: str | None = Field(default=None, max_length=2000)
+    when: Expression
+
+
 class ProgramDocument(_Model):
     """The whole program: policy, tiers, rewards and rules."""
 
@@ -182,6 +193,7 @@ class ProgramDocument(_Model):
     tiers: Tiers | None = None
     rewards: list[Reward] = Field(default_factory=list, max_length=1000)
     rules: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
+    segments: list[Segment] = Field(default_factory=list, max_length=MAX_SEGMENTS)
 
     @field_validator("timezone")
     @classmethod

@@ -30,7 +30,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcon
 from typing import Any
 
 from rules import check as ir
-from rules.context import Event, Item, Member, Outlet, Transaction
+from rules.context import Customer, Event, Item, Member, Outlet, Transaction
 from rules.engine import DECIMAL_CONTEXT, check_basket, check_points
 from rules.errors import EvaluationError
 from rules.program import CheckedProgram, CheckedRule
@@ -72,6 +72,7 @@ class _Scope:
     now: datetime
     tier: str
     item: Item | None = None
+    customer: Customer | None = None
 
     def with_item(self, item: Item) -> _Scope:
         return _Scope(self.program, self.tx, self.member, self.outlet, self.event, self.now, self.tier, item)
@@ -111,6 +112,12 @@ def _field(scope: _Scope, root: str, name: str) -> Any:
         if name == "days_since_enrolled":
             return _days_between(scope.member.enrolled_at, scope.now)
         return getattr(scope.member, name)  # id, points, visits, tags
+    if root == "customer":
+        assert scope.customer is not None, "the checker allows customer.* only in segment conditions"
+        if name in ("spend", "predicted_value"):
+            return getattr(scope.customer, name) * minor
+        value = getattr(scope.customer, name)
+        return Decimal(str(value)) if isinstance(value, float) else value
     if root == "outlet":
         return getattr(scope.outlet, name)
     if root == "event":
@@ -495,3 +502,21 @@ def _vouchers(states: list[_RuleState], member: Member) -> tuple[str, ...]:
 
 
 __all__ = ["Interpreted", "interpret"]
+
+
+def segment_of(program: CheckedProgram, member: Member, customer: Customer, *, now: datetime) -> str:
+    """The member's segment: the name of the first segment whose condition holds, or "" for none.
+
+    Segment runs are a job over every member, not a till's hot path, so the conditions are walked by
+    this interpreter rather than compiled (a few microseconds per member and segment).
+    """
+    if not program.segments:
+        return ""
+    tiers = program.document.tiers
+    tier = member.tier or (tiers.levels[0].name if tiers is not None else "")
+    scope = _Scope(program, Transaction(time=now), member, _NOWHERE, _PURCHASE, now, tier, customer=customer)
+    with localcontext(DECIMAL_CONTEXT):
+        for name, condition in program.segments:
+            if _eval(scope, condition):
+                return name
+    return ""

@@ -65,6 +65,8 @@ class CheckedProgram:
     minor: Decimal
     #: sha256 of the canonical JSON of the document: the identity of a program version.
     digest: str
+    #: (name, condition) of each segment, in document order: the first that holds is a member's.
+    segments: tuple[tuple[str, Node], ...] = ()
 
 
 def digest_of(document: doc.ProgramDocument) -> str:
@@ -77,6 +79,7 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
     issues: list[Issue] = []
     zone = ZoneInfo(document.timezone)
     tiers = tuple(level.name for level in document.tiers.levels) if document.tiers else ()
+    segment_names = tuple(s.name for s in document.segments)
     rewards = {r.code for r in document.rewards}
 
     def at(path: tuple[str | int, ...], message: str, hint: str | None = None, key: bool = False) -> None:
@@ -109,13 +112,23 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                 did_you_mean(reward.min_tier, tiers),
             )
 
-    def expression(text: str, path: tuple[str | int, ...], *, item_scope: bool, want: Any) -> Node | None:
+    def expression(
+        text: str, path: tuple[str | int, ...], *, item_scope: bool, want: Any, segment_scope: bool = False
+    ) -> Node | None:
         loc = Located(text, doc.format_path(path), source.where(path), source.text)
         tree, found = parse_expression(loc)
         if tree is None:
             issues.extend(found)
             return None
-        node, found = check_expression(tree, loc, item_scope=item_scope, want=want, tiers=tiers)
+        node, found = check_expression(
+            tree,
+            loc,
+            item_scope=item_scope,
+            want=want,
+            tiers=tiers,
+            segment_scope=segment_scope,
+            segments=segment_names,
+        )
         issues.extend(found)
         return None if found else node
 
@@ -200,10 +213,19 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                 outlets=frozenset(rule.outlets) if rule.outlets is not None else None,
             )
         )
+    segments: list[tuple[str, Node]] = []
+    for i, segment in enumerate(document.segments):
+        if segment.name in segment_names[:i]:
+            at(("segments", i, "name"), f"duplicate segment {segment.name!r}")
+        node = expression(
+            segment.when, ("segments", i, "when"), item_scope=False, want=BOOL, segment_scope=True
+        )
+        if node is not None:
+            segments.append((segment.name, node))
     if issues:
         raise ProgramError(_sorted(issues))
     minor = minor_unit(document.currency)
-    return CheckedProgram(document, tuple(checked), zone, minor, digest_of(document))
+    return CheckedProgram(document, tuple(checked), zone, minor, digest_of(document), tuple(segments))
 
 
 def _instant(value: datetime | date | None, zone: ZoneInfo) -> datetime | None:

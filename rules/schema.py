@@ -71,7 +71,28 @@ FIELDS: dict[str, dict[str, Field]] = {
         "visits": Field(NUMBER, "member.visits", "purchases before this one"),
         "days_since_last_visit": Field(NUMBER, "_days_since_last_visit", "whole days; 0 on a first visit"),
         "days_since_enrolled": Field(NUMBER, "_days_since_enrolled", "whole days since enrolment"),
-        "tags": Field(list_of(STRING), "member.tags", "segments the member belongs to"),
+        "tags": Field(list_of(STRING), "member.tags", "free-form member tags"),
+        "segment": Field(STRING, "member.segment", "segment of the last segment run ('' before one)"),
+    },
+    "customer": {
+        "purchase_days": Field(NUMBER, "customer.purchase_days", "days with a purchase in the window"),
+        "spend": Field(NUMBER, "(customer.spend * _MINOR)", "net spend in the window, currency units"),
+        "days_since_purchase": Field(NUMBER, "customer.days_since_purchase", "days since the last purchase"),
+        "recency_score": Field(
+            NUMBER, "customer.recency_score", "RFM recency quintile, 1-5 (5: most recent)"
+        ),
+        "frequency_score": Field(NUMBER, "customer.frequency_score", "RFM frequency quintile, 1-5"),
+        "monetary_score": Field(NUMBER, "customer.monetary_score", "RFM monetary quintile, 1-5"),
+        "rfm": Field(STRING, "customer.rfm", "the three scores as text, e.g. '455'"),
+        "interval_days": Field(NUMBER, "customer.interval_days", "own typical days between purchase days"),
+        "expected_visit_in_days": Field(
+            NUMBER, "customer.expected_visit_in_days", "days until the next visit is due; negative: overdue"
+        ),
+        "at_risk": Field(BOOL, "customer.at_risk", "silent for longer than their own rhythm allows"),
+        "alive": Field(NUMBER, "customer.alive", "BG/NBD probability of still being active, 0-1"),
+        "predicted_value": Field(
+            NUMBER, "(customer.predicted_value * _MINOR)", "expected spend over the horizon, currency units"
+        ),
     },
     "outlet": {
         "id": Field(STRING, "outlet.id", "outlet code"),
@@ -86,6 +107,10 @@ FIELDS: dict[str, dict[str, Field]] = {
 
 #: Context roots readable only inside ``for_each: item`` rules.
 ITEM_ONLY_ROOTS = frozenset({"item"})
+#: Context roots readable only by segment conditions (the figures exist at a segment run, not at a till).
+SEGMENT_ONLY_ROOTS = frozenset({"customer"})
+#: What a segment condition may read: a segment run has no transaction, outlet or event.
+SEGMENT_ROOTS = frozenset({"member", "customer"})
 
 #: What ``days_since_last_visit`` reads on a first visit: a newcomer is not "coming back".
 NEVER_DAYS = 0

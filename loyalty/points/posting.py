@@ -147,6 +147,8 @@ class MemberContext(MemberRow):
     qualifying: int = 0
     #: The member's available lots, loaded when they owe points (debt is paid from them first).
     lots: list[Lot] = field(default_factory=list)
+    #: The segment the last segment run put them in (rules may read member.segment).
+    segment: str = ""
 
 
 # --- program versions and outlets (cached per process: both change rarely) --------------------------------
@@ -223,6 +225,7 @@ def evaluate(
         tags=ctx.tags,
         stamps=dict(ctx.stamps),
         rule_uses={r: (ctx.uses.get(r, 0), ctx.day_uses.get((day, r), 0)) for r in limited},
+        segment=ctx.segment,
     )
     tx = rules.Transaction(time=receipt.occurred_at, items=receipt.items, channel=receipt.channel)
     result = rules.evaluate(
@@ -246,6 +249,7 @@ def _inputs(
             "tags": list(member.tags),
             "stamps": dict(member.stamps),
             "rule_uses": {r: list(v) for r, v in member.rule_uses.items()},
+            "segment": member.segment,
         },
         "outlet": {"id": outlet.id, "partner": outlet.partner, "tags": list(outlet.tags)},
         "channel": channel,
@@ -288,6 +292,7 @@ def recorded_inputs(
         tags=tuple(m["tags"]),
         stamps=m["stamps"],
         rule_uses={r: (v[0], v[1]) for r, v in m["rule_uses"].items()},
+        segment=m.get("segment", ""),
     )
     o = inputs["outlet"]
     outlet = rules.Outlet(id=o["id"], partner=o["partner"], tags=tuple(o["tags"]))
@@ -592,7 +597,7 @@ def _context_sql(
     tenant = p("tenant")
     columns = [
         "c.id", "c.state", "m.id", "m.tier", "m.available", "m.pending", "m.debt", "m.visits",
-        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision",
+        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision", "m.segment",
         f"(SELECT v.id FROM program_versions v WHERE v.tenant_id = {tenant} AND v.status = 'published'"
         f" AND v.valid_from <= {p('occurred_at')} ORDER BY v.valid_from DESC LIMIT 1)",
         "t.id",
@@ -695,7 +700,7 @@ async def _load(
     if row is None:
         return None
     (card_id, card_state, m_id, tier, available, pending, debt, visits, last_visit, enrolled, tags, revision,
-     version_id, existing, qualifying, stamps, uses, day_uses,
+     segment, version_id, existing, qualifying, stamps, uses, day_uses,
      i_hash, i_status, i_body, i_created, i_expires, tx_id, lot_id) = row  # fmt: skip
     if m_id is None:
         return _Loaded(None, card_state, card_id, version_id, existing, None, (None, None))  # type: ignore[arg-type]
@@ -711,6 +716,7 @@ async def _load(
         {rule: n for rule, n in unit.json(uses) or ()},
         {(day, rule): n for rule, n in unit.json(day_uses) or ()},
         qualifying=int(qualifying or 0),
+        segment=segment or "",
     )
     answer_row = (
         None
@@ -930,8 +936,8 @@ async def post_transaction(
 # --- a batch ---------------------------------------------------------------------------------------------
 
 _MEMBERS = (
-    "SELECT id, tier, available, pending, debt, visits, last_visit_at, enrolled_at, tags FROM members"
-    " WHERE tenant_id = $1 AND id {ids} ORDER BY id FOR UPDATE"
+    "SELECT id, tier, available, pending, debt, visits, last_visit_at, enrolled_at, tags, segment"
+    " FROM members WHERE tenant_id = $1 AND id {ids} ORDER BY id FOR UPDATE"
 )
 _BATCH_STAMPS = "SELECT member_id, card, stamps FROM stamp_cards WHERE tenant_id = $1 AND member_id {ids}"
 _BATCH_USES = "SELECT member_id, rule_id, uses FROM rule_uses WHERE tenant_id = $1 AND member_id {ids}"
@@ -985,6 +991,7 @@ async def _contexts(
             {},
             {},
             window=[],
+            segment=r[9] or "",
         )
     for member_id, card, n in await unit.fetch(_BATCH_STAMPS.format(ids=ids), tenant_id, listed):
         out[member_id].stamps[card] = n

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -230,6 +231,8 @@ class Member(Base):
     #: Moves on with every change of the member's balances, lots, stamps or tier: a write that read
     #: the member without a lock goes through only if the revision is still the one it read.
     revision: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    #: The segment the last segment run put the member in ("" before any); rules read it.
+    segment: Mapped[str] = mapped_column(String(64), default="", server_default="")
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         CheckConstraint("available >= 0", name="available_not_negative"),
@@ -607,6 +610,50 @@ class JobRun(Base):
     points: Mapped[int] = mapped_column(default=0)
     members: Mapped[int] = mapped_column(default=0)
     __table_args__ = (CheckConstraint(_in("kind", JOB_KINDS), name="kind"),)
+
+
+class MemberFigures(Base):
+    """A member's customer figures as the last segment run computed them (one row per purchasing
+    member, replaced at each run)."""
+
+    __tablename__ = "member_figures"
+    tenant_id: Mapped[int] = mapped_column(Id, ForeignKey("tenants.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    computed_at: Mapped[datetime]
+    purchase_days: Mapped[int]
+    first_purchase_at: Mapped[datetime]
+    last_purchase_at: Mapped[datetime]
+    spend: Mapped[int]
+    recency_score: Mapped[int]
+    frequency_score: Mapped[int]
+    monetary_score: Mapped[int]
+    interval_days: Mapped[float | None] = mapped_column(Float)
+    expected_visit_in_days: Mapped[float | None] = mapped_column(Float)
+    at_risk: Mapped[bool]
+    alive: Mapped[float | None] = mapped_column(Float)
+    predicted_value: Mapped[int | None]
+    segment: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (
+        _member_fk("member_figures"),
+        Index(None, "tenant_id", "segment"),
+    )
+
+
+class SegmentMove(Base):
+    """A member's move from one segment to another at a segment run: the segments' history."""
+
+    __tablename__ = "segment_moves"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    member_id: Mapped[int] = mapped_column(Id)
+    at: Mapped[datetime]
+    from_segment: Mapped[str] = mapped_column(String(64))
+    to_segment: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (
+        _member_fk("segment_moves"),
+        Index(None, "tenant_id", "at"),
+        Index(None, "tenant_id", "member_id", "at"),
+    )
 
 
 class AuditEntry(Base):

@@ -48,6 +48,9 @@ class Settings:
     horizon_days: int = 365
 
 
+DEFAULTS = Settings()
+
+
 @dataclass(frozen=True, slots=True)
 class Figures:
     member_id: int
@@ -92,7 +95,7 @@ def _score(cume_dist: float) -> int:
 
 
 async def compute(
-    db: Database, tenant_id: int, *, now: datetime, settings: Settings = Settings()
+    db: Database, tenant_id: int, *, now: datetime, settings: Settings = DEFAULTS
 ) -> tuple[list[Figures], Fit | None]:
     """Every purchasing member's figures for one tenant at ``now``, and the value models fitted."""
     since = now - timedelta(days=settings.window_days)

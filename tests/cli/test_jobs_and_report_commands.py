@@ -114,3 +114,30 @@ def test_report_customers_lists_figures_and_exports_the_at_risk(shop: Path, tmp_
     assert len(risky) == 1 and risky[0]["purchase_days"] == "4" and risky[0]["at_risk"] == "True"
     assert risky[0]["interval_days"] == "7.0"
     one_line_error(cli("report", "customers", "--as-of", "someday"), "--as-of", "not a date")
+
+
+def test_segments_run_show_and_export(shop: Path, tmp_path: Path, cli: Cli) -> None:
+    """A run places the members in the coalition's segments; `show` counts them, `export` lists one
+    segment for a CRM, and a misspelt segment is one error line."""
+    lapsing, regular = make_card_number("7301", 7), make_card_number("7301", 8)
+    path = tmp_path / "weekly.csv"
+    lines = ["external_id,outlet,card,occurred_at,sku,category,quantity,unit_price"]
+    weekly = ("02-03", "02-10", "02-17", "02-24")
+    lines += [
+        f"l{i},cafe-1,{lapsing},2025-{d}T09:00:00+01:00,LATTE,coffee,1,390" for i, d in enumerate(weekly)
+    ]
+    steady = ("02-24", "03-03", "03-10", "03-17", "03-20")
+    lines += [f"r{i},cafe-1,{regular},2025-{d}T10:00:00+01:00,RYE,bread,1,500" for i, d in enumerate(steady)]
+    path.write_text("\n".join(lines) + "\n")
+    ok(cli("import", "transactions", path))
+    done = ok(cli("segments", "run", "--as-of", "2025-03-24")).out
+    assert "2 members, 2 moved" in done and "too few repeat buyers" in done
+    sizes = {
+        row["segment"]: row["members"]
+        for row in json.loads(ok(cli("segments", "show", "--format", "json")).out)
+    }
+    assert sizes == {"at_risk": 1, "champions": 1}
+    risky = list(csv.DictReader(io.StringIO(ok(cli("segments", "export", "at_risk")).out)))
+    assert [(r["last_purchase"], r["at_risk"]) for r in risky] == [("2025-02-24", "True")]
+    assert "0 moved" in ok(cli("segments", "run", "--as-of", "2025-03-24")).out
+    one_line_error(cli("segments", "export", "at-risk"), "unknown segment 'at-risk'", "did you mean at_risk?")
