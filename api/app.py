@@ -25,6 +25,7 @@ from api.customer import CustomerController
 from api.problems import redact_path
 from api.programs import ProgramController
 from api.till import TillController
+from api.value import CampaignController, CustomerValueController
 from api.web import STATIC, TEMPLATES, WebController
 from api.web_dashboard import DashboardController
 from loyalty.admin import access
@@ -195,6 +196,8 @@ def create_app(
             TillController,
             CustomerController,
             ProgramController,
+            CustomerValueController,
+            CampaignController,
             AdminController,
             CardBatchController,
             DashboardController,

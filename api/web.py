@@ -152,6 +152,10 @@ class WebController(Controller):
     async def dashboard(self) -> Template:
         return Template("dashboard.html", context={"page": "dashboard"}, headers=SECURITY_HEADERS)
 
+    @get("/campaigns", name="web:campaigns")
+    async def campaigns(self) -> Template:
+        return Template("campaigns.html", context={"page": "campaigns"}, headers=SECURITY_HEADERS)
+
     @get("/c/{token:str}", name="web:card")
     async def card(self, db: Db, now: Now, secrets: CardKeys, token: FromPath[str]) -> Template:
         """The page a phone opens from the card's QR code."""

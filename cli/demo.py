@@ -32,15 +32,16 @@ from loyalty.cards.qr import card_url, qr_png
 from loyalty.cards.secrets import init_secrets, load_secrets
 from loyalty.cards.sheet import SheetCard, render_sheet
 from loyalty.cards.tokens import sign_token
-from loyalty.errors import LoyaltyError
+from loyalty.errors import InvalidInput, LoyaltyError
 from loyalty.members import lookup, membership
 from loyalty.ops import audit as ledger_audit
 from loyalty.ops import importer, jobs, reports
 from loyalty.points import balances, redemptions, transactions
 from loyalty.programs import versions
 from loyalty.storage.db import Database, upgrade_async
-from loyalty.storage.models import Card, Member
+from loyalty.storage.models import Card, Member, Transaction
 from loyalty.storage.private import private_dir, write_private
+from loyalty.value import campaigns, segments
 from rules.money import format_money
 
 PROGRAM = Path(__file__).resolve().parent.parent / "examples" / "coalition.yaml"
@@ -162,6 +163,7 @@ async def run(
             f"and lots, {checked.lots:,} lots add up, {checked.purchases:,} purchases re-evaluated to the "
             "same points"
         )
+        await _customers(db, world, now, out)
         keys = {}
         for role in ("admin", "marketer", "cashier"):
             outlet = world.outlets["cafe-altstadt"] if role == "cashier" else None
@@ -179,6 +181,47 @@ async def run(
     finally:
         await db.dispose()
     _serve_hint(cfg, out, keys, world)
+
+
+async def _customers(db: Database, world: _World, now: datetime, out: Console) -> None:
+    """The segment run, and the win-back campaign's lift against its control group."""
+    run = await segments.run(db, world.tenant_id, now=now)
+    sizes = ", ".join(
+        f"{name or 'none'} {n:,}" for name, n in sorted(run.sizes.items(), key=lambda kv: -kv[1])
+    )
+    fitted = "fitted" if run.fitted else "not fitted"
+    out.print(f"Segments ({run.members:,} members, value models {fitted}): {sizes}")
+    try:
+        lift = await campaigns.lift(db, world.tenant_id, "win-back", now=now)
+    except InvalidInput as why:
+        out.print(f"Win-back campaign: no lift report yet ({why})")
+        return
+    table = Table(
+        title=(
+            f"Win-back campaign: {lift.treated:,} members got the points, {lift.control:,} were held out"
+            f" ({lift.holdout:.0%}); each followed {lift.horizon_days} days after coming back"
+        ),
+        title_justify="left",
+    )
+    for column in ("", "treated", "control", "lift", "95% interval", "relative"):
+        table.add_column(column, justify="left" if not column else "right")
+    currency = world.program.document.currency
+
+    def shown(name: str, value: float) -> str:
+        if name == "revenue":
+            return format_money(round(value), currency)
+        return f"{value:.0%}" if name == "retention" else f"{value:,.2f}"
+
+    for m in lift.metrics:
+        table.add_row(
+            m.name.replace("_", " "),
+            shown(m.name, m.treated),
+            shown(m.name, m.control),
+            shown(m.name, m.difference),
+            f"{shown(m.name, m.low)} .. {shown(m.name, m.high)}",
+            "" if m.relative is None else f"{m.relative:+.0%}",
+        )
+    out.print(table)
 
 
 async def _setup(db: Database, cfg: DemoConfig, now: datetime, out: Console) -> _World:
@@ -330,12 +373,16 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
     counts[-1] += cfg.transactions - sum(counts)
     counter = iter(range(1, 10**7))
     posted = points = redeemed = refunded = 0
+    #: Cards of members the win-back rule rewarded last month: the simulation's customers answer the
+    #: points by coming back more often (the effect the campaign's lift report should find).
+    won_back: list[str] = []
     totals: dict[str, list[int]] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=out, transient=False) as bar:
         task = bar.add_task("posting purchases", total=cfg.transactions)
         for (begin, end), count in zip(months, counts, strict=True):
             batch = _month_purchases(cfg, world, shoppers, rnd, begin, end, count, counter)
+            batch = _renumbered(batch + _follow_ups(world, shoppers, rnd, won_back, begin, end, counter))
             report = await importer.import_purchases(
                 db,
                 world.tenant_id,
@@ -348,6 +395,7 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
                 raise LoyaltyError(f"demo history rejected: {report.rejected_batches[0].errors[0].reason}")
             posted += report.imported
             points += report.points
+            won_back = await _rewarded(db, world, "win-back", begin, end)
             refunded += await _refunds(db, world, rnd, batch, end)
             # The nightly jobs, once a month here: pending points become available, old lots expire.
             for run in (jobs.release_pending, jobs.expire_lots, jobs.evaluate_tiers):
@@ -364,6 +412,67 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
         f"window, {totals['expiry'][1]:,} points expired ({totals['expiry'][0]:,} lots), "
         f"{totals['tiers'][2]:,} tier changes"
     )
+
+
+def _renumbered(batch: list[importer.Purchase]) -> list[importer.Purchase]:
+    batch.sort(key=lambda p: p.occurred_at)
+    return [
+        importer.Purchase(i, p.outlet, p.external_id, p.card, p.occurred_at, p.items)
+        for i, p in enumerate(batch)
+    ]
+
+
+def _follow_ups(
+    world: _World,
+    shoppers: list[_Shopper],
+    rnd: random.Random,
+    cards: list[str],
+    begin: datetime,
+    end: datetime,
+    counter: Iterator[int],
+) -> list[importer.Purchase]:
+    """Two or three extra purchases this month for each member the win-back rewarded last month."""
+    by_card = {s.card: s for s in shoppers}
+    extra = []
+    for card in cards:
+        shopper = by_card[card]
+        for _ in range(rnd.choice((2, 2, 3))):
+            index = rnd.choices((0, 1, 2), weights=shopper.partners)[0]
+            partner, _, _, _, (opens, closes) = PARTNERS[index]
+            day = begin + timedelta(seconds=rnd.uniform(0, (end - begin).total_seconds() - 86_400))
+            local = day.astimezone(world.program.zone).replace(hour=rnd.randint(opens, closes - 1))
+            at = min(max(local, begin), end - timedelta(seconds=1))
+            outlet = shopper.home[index]
+            extra.append(
+                importer.Purchase(0, outlet, f"{outlet}-{next(counter):07d}", card, at, _basket(rnd, partner))
+            )
+    return extra
+
+
+async def _rewarded(db: Database, world: _World, rule: str, begin: datetime, end: datetime) -> list[str]:
+    """Cards of the members ``rule`` gave points to between ``begin`` and ``end`` (control members,
+    whose points were withheld, are not among them)."""
+    async with db.read() as s:
+        rows = (
+            await s.execute(
+                select(Transaction.member_id, Transaction.evaluation).where(
+                    Transaction.tenant_id == world.tenant_id,
+                    Transaction.occurred_at >= begin,
+                    Transaction.occurred_at < end,
+                )
+            )
+        ).all()
+        members = sorted(
+            {m for m, ev in rows if any(r["rule"] == rule and r["applications"] for r in ev.get("rules", ()))}
+        )
+        cards = (
+            await s.scalars(
+                select(Card.number)
+                .where(Card.tenant_id == world.tenant_id, Card.member_id.in_(members))
+                .order_by(Card.number)
+            )
+        ).all()
+    return list(cards)
 
 
 def _advance(bar: Progress, task: TaskID, before: int) -> Callable[[importer.ImportReport], None]:

@@ -7,6 +7,7 @@ No database, no web, no clock: time is an input. Typical use::
     result.total, result.rules, result.explanation
 """
 
+from rules.campaigns import holdout_of, in_control
 from rules.context import Customer, Event, Item, Member, Outlet, Transaction
 from rules.document import ProgramDocument
 from rules.engine import CompiledProgram, Result, compile_program, evaluate
@@ -31,6 +32,8 @@ __all__ = [
     "Transaction",
     "compile_program",
     "evaluate",
+    "holdout_of",
+    "in_control",
     "load_program",
     "load_program_data",
     "segment_of",

@@ -55,6 +55,8 @@ class Member:
     rule_uses: Mapping[str, tuple[int, int]] = field(default_factory=lambda: _EMPTY_USES)
     #: The segment the last segment run put the member in ("" before any run).
     segment: str = ""
+    #: Ids of the rules whose control group the member is in (:func:`rules.campaigns.holdout_of`).
+    holdout: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,9 @@ class Rule(_Model):
     valid_until: datetime | date | None = None
     partners: list[Code] | None = Field(default=None, max_length=1000)
     outlets: list[Code] | None = Field(default=None, max_length=10_000)
+    #: The share of members held out as a control group (a campaign): they never get this rule's
+    #: effect, and their purchases where it would have applied are recorded, so its lift can be measured.
+    holdout: float | None = Field(default=None, gt=0, le=0.5)
 
     @field_validator("valid_from", "valid_until", mode="before")
     @classmethod

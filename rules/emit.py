@@ -256,6 +256,8 @@ class _Emitter:
             parts.append(
                 (f"outlet.id in {self.const(rule.outlets)}", "outlet in " + ", ".join(sorted(rule.outlets)))
             )
+        if rule.holdout is not None:
+            parts.append((f"{self.const(rule.id)} not in member.holdout", "member not in the control group"))
         return parts
 
     def emit(self) -> Emitted:

@@ -300,6 +300,8 @@ def _gate(scope: _Scope, state: _RuleState) -> bool:
         return False
     if rule.outlets is not None and outlet.id not in rule.outlets:
         return False
+    if rule.holdout is not None and rule.id in scope.member.holdout:
+        return False
     if not _holds(scope, rule.when):
         return False
     if rule.per_item:

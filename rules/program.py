@@ -50,6 +50,8 @@ class CheckedRule:
     valid_until: datetime | None
     partners: frozenset[str] | None
     outlets: frozenset[str] | None
+    #: The share of members in the rule's control group (None: no control group).
+    holdout: float | None = None
 
     @property
     def limited(self) -> bool:
@@ -211,6 +213,7 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
                 valid_until=valid_until,
                 partners=frozenset(rule.partners) if rule.partners is not None else None,
                 outlets=frozenset(rule.outlets) if rule.outlets is not None else None,
+                holdout=rule.holdout,
             )
         )
     segments: list[tuple[str, Node]] = []

@@ -19,6 +19,16 @@
   });
 
   L.action($("refresh"), () => refresh());
+  L.action($("run-segments"), async () => {
+    if (!key) return say("Enter an admin or marketer key first.");
+    try {
+      const run = await L.api("/v1/customers/segment-runs", { key, method: "POST" });
+      say(`Segment run: ${L.points(run.members)} members, ${L.points(run.moves)} moved.`, "ok");
+    } catch (error) {
+      return say(L.describe(error));
+    }
+    await customers();
+  });
 
   function period() {
     const since = L.dayStart($("since").value);
@@ -58,7 +68,84 @@
       panel("monthly", "/v1/admin/reports/monthly?months=12", drawMonthly),
       panel("rules", `/v1/program/rule-points?${q}`, drawRules),
       panel("partners", `/v1/admin/reports/partners?${q}`, drawPartners),
+      customers(),
     ]);
+  }
+
+  async function customers() {
+    await Promise.all([
+      panel("segments", "/v1/customers/segments", drawSegments),
+      panel("value", "/v1/customers/value", drawValue),
+      panel("segment-history", "/v1/customers/segment-runs", drawSegmentHistory),
+      panel("moves", "/v1/customers/segment-moves", drawMoves),
+      panel("at-risk", "/v1/customers/at-risk?limit=20", drawAtRisk),
+    ]);
+  }
+
+  const segmentName = (name) => name || "none";
+
+  function drawSegments(target, rows) {
+    if (!rows.length) return target.replaceChildren(el("p", { class: "muted" }, "No members yet."));
+    target.replaceChildren(
+      L.barChart({
+        label: "Members per segment",
+        rows: rows.map((r) => ({ label: segmentName(r.segment), values: [r.members] })),
+        series: [{ name: "Members", cls: "tier" }],
+      })
+    );
+  }
+
+  function drawValue(target, bands) {
+    if (!bands.length) return target.replaceChildren(el("p", { class: "muted" }, "No segment run yet: run segments to see the value distribution."));
+    target.replaceChildren(
+      L.barChart({
+        label: "Spend and predicted value per decile of members",
+        rows: bands.map((b) => ({ label: `D${b.decile} · ${L.money(b.high, currency)}`, values: [b.spend, b.predicted_value] })),
+        series: [{ name: "Spent", cls: "actual" }, { name: "Predicted, next 12 months", cls: "draft" }],
+        format: (v) => L.money(v, currency),
+      }),
+      el("p", { class: "muted small" }, "Each band is a tenth of the purchasing members, by net spend in the window; its label is the band's highest spend.")
+    );
+  }
+
+  function drawSegmentHistory(target, runs) {
+    if (!runs.length) return target.replaceChildren(el("p", { class: "muted" }, "No segment run yet."));
+    $("last-run").textContent = `Last run ${L.when(runs[runs.length - 1].at)}`;
+    const names = [...new Set(runs.flatMap((r) => Object.keys(r.sizes)))].sort();
+    const classes = ["issued", "redeemed", "expired", "actual", "draft", "tier"];
+    const chart = L.columnChart({
+        label: "Members per segment at each run",
+        categories: runs.map((r) => new Date(r.at).toLocaleDateString(undefined, { day: "numeric", month: "short" })),
+        series: names.map((name, i) => ({ name: segmentName(name), cls: classes[i % classes.length], values: runs.map((r) => r.sizes[name] || 0) })),
+      });
+    // A few runs make a narrow chart: draw it at its own width instead of stretching it.
+    const drawing = chart.querySelector("svg");
+    drawing.setAttribute("width", drawing.viewBox.baseVal.width);
+    target.replaceChildren(chart);
+  }
+
+  function drawMoves(target, rows) {
+    if (!rows.length) return target.replaceChildren(el("p", { class: "muted" }, "Nobody moved."));
+    target.replaceChildren(L.table(["From", "To", "Members"], rows.map((r) => [segmentName(r.from_segment), segmentName(r.to_segment), L.points(r.members)]), [2]));
+  }
+
+  function drawAtRisk(target, rows) {
+    if (!rows.length) return target.replaceChildren(el("p", { class: "muted" }, "Nobody is drifting away."));
+    target.replaceChildren(
+      L.table(
+        ["Member", "RFM", "Last purchase", "Usual interval", "Overdue", "Spend"],
+        rows.map((r) => [
+          String(r.member_id),
+          r.rfm,
+          new Date(r.last_purchase_at).toLocaleDateString(),
+          `${Math.round(r.interval_days)} d`,
+          `${Math.round(-r.expected_visit_in_days)} d`,
+          L.money(r.spend, currency),
+        ]),
+        [3, 4, 5]
+      ),
+      el("p", { class: "muted small" }, "Silent for more than twice their own usual interval; highest spend first. Export: loyalty report customers --at-risk --format csv.")
+    );
   }
 
   function figure(label, value) {

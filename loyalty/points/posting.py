@@ -226,6 +226,7 @@ def evaluate(
         stamps=dict(ctx.stamps),
         rule_uses={r: (ctx.uses.get(r, 0), ctx.day_uses.get((day, r), 0)) for r in limited},
         segment=ctx.segment,
+        holdout=rules.holdout_of(program, str(ctx.holder.id)),
     )
     tx = rules.Transaction(time=receipt.occurred_at, items=receipt.items, channel=receipt.channel)
     result = rules.evaluate(
@@ -233,6 +234,18 @@ def evaluate(
     )
     evaluation = result.as_dict(explanation=False)
     evaluation["inputs"] = _inputs(member, outlet, receipt.channel, budgets)
+    if member.holdout:
+        # A control member: what the held-out rules would have given is recorded (not booked), so a
+        # campaign's lift compares members who got its effect with members who would have.
+        treated = rules.evaluate(
+            program, tx, dataclasses.replace(member, holdout=frozenset()), outlet,
+            now=receipt.occurred_at, budgets=budgets,
+        )  # fmt: skip
+        withheld = {
+            r.rule: str(r.points) for r in treated.rules if r.rule in member.holdout and r.applications
+        }
+        if withheld:
+            evaluation["withheld"] = withheld
     return Priced(receipt, version, program, result, evaluation, day, limited)
 
 
@@ -250,6 +263,7 @@ def _inputs(
             "stamps": dict(member.stamps),
             "rule_uses": {r: list(v) for r, v in member.rule_uses.items()},
             "segment": member.segment,
+            "holdout": sorted(member.holdout),
         },
         "outlet": {"id": outlet.id, "partner": outlet.partner, "tags": list(outlet.tags)},
         "channel": channel,
@@ -293,6 +307,7 @@ def recorded_inputs(
         stamps=m["stamps"],
         rule_uses={r: (v[0], v[1]) for r, v in m["rule_uses"].items()},
         segment=m.get("segment", ""),
+        holdout=frozenset(m.get("holdout", ())),
     )
     o = inputs["outlet"]
     outlet = rules.Outlet(id=o["id"], partner=o["partner"], tags=tuple(o["tags"]))

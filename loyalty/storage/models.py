@@ -639,6 +639,22 @@ class MemberFigures(Base):
     )
 
 
+class SegmentRun(Base):
+    """One segment run: when, how many members, how many moved, and each segment's size after it
+    (the dashboard's segment sizes over time)."""
+
+    __tablename__ = "segment_runs"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    at: Mapped[datetime]
+    members: Mapped[int]
+    moves: Mapped[int]
+    fitted: Mapped[bool]
+    #: Segment name -> members ("" for members in no segment).
+    sizes: Mapped[dict[str, Any]]
+    __table_args__ = (Index(None, "tenant_id", "at"),)
+
+
 class SegmentMove(Base):
     """A member's move from one segment to another at a segment run: the segments' history."""
 

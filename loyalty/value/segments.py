@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 import rules
 from loyalty.programs import versions
 from loyalty.storage.db import Database
-from loyalty.storage.models import Member, MemberFigures, SegmentMove
+from loyalty.storage.models import Member, MemberFigures, SegmentMove, SegmentRun
 from loyalty.value import figures as figures_
 from loyalty.value.figures import DEFAULTS, Figures, Settings
 
@@ -137,7 +137,18 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
                     .where(Member.tenant_id == tenant_id, Member.id.in_(ids[i : i + CHUNK]))
                     .values(segment=name)
                 )
-    return Run(now, len(members), dict(Counter(segment.values())), len(moves), fit is not None)
+        result = Run(now, len(members), dict(Counter(segment.values())), len(moves), fit is not None)
+        s.add(
+            SegmentRun(
+                tenant_id=tenant_id,
+                at=now,
+                members=result.members,
+                moves=result.moves,
+                fitted=result.fitted,
+                sizes=result.sizes,
+            )
+        )
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +188,133 @@ async def members_in(db: Database, tenant_id: int, segment: str) -> list[MemberF
             )
         }
     return [found.get(i, i) for i in ids]
+
+
+#: Most rows one page of a segment's members or of the at-risk list returns.
+MAX_PAGE = 1_000
+
+
+async def history(db: Database, tenant_id: int, *, limit: int = 100) -> list[Run]:
+    """The latest runs, oldest first: segment sizes over time."""
+    async with db.read() as s:
+        rows = (
+            await s.scalars(
+                select(SegmentRun)
+                .where(SegmentRun.tenant_id == tenant_id)
+                .order_by(SegmentRun.at.desc(), SegmentRun.id.desc())
+                .limit(limit)
+            )
+        ).all()
+    return [
+        Run(r.at, r.members, {str(k): int(v) for k, v in r.sizes.items()}, r.moves, r.fitted)
+        for r in reversed(rows)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    from_segment: str
+    to_segment: str
+    members: int
+
+
+async def moves_since(db: Database, tenant_id: int, since: datetime) -> list[Moves]:
+    """How many members moved from one segment to another since ``since``, most moves first."""
+    m = SegmentMove
+    async with db.read() as s:
+        rows = await s.execute(
+            select(m.from_segment, m.to_segment, func.count())
+            .where(m.tenant_id == tenant_id, m.at >= since)
+            .group_by(m.from_segment, m.to_segment)
+            .order_by(func.count().desc(), m.from_segment, m.to_segment)
+        )
+        return [Moves(a, b, int(n)) for a, b, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFiguresView:
+    member_id: int
+    segment: str
+    rfm: str
+    purchase_days: int
+    spend: int
+    last_purchase_at: datetime
+    interval_days: float | None
+    expected_visit_in_days: float | None
+    at_risk: bool
+    alive: float | None
+    predicted_value: int | None
+
+
+def _view(f: MemberFigures) -> MemberFiguresView:
+    return MemberFiguresView(
+        f.member_id,
+        f.segment,
+        f"{f.recency_score}{f.frequency_score}{f.monetary_score}",
+        f.purchase_days,
+        f.spend,
+        f.last_purchase_at,
+        f.interval_days,
+        f.expected_visit_in_days,
+        f.at_risk,
+        f.alive,
+        f.predicted_value,
+    )
+
+
+async def figures_page(
+    db: Database,
+    tenant_id: int,
+    *,
+    segment: str | None = None,
+    at_risk: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[MemberFiguresView]:
+    """A page of members' stored figures, of one segment or the at-risk list, most spend first."""
+    f = MemberFigures
+    query = select(f).where(f.tenant_id == tenant_id)
+    if segment is not None:
+        query = query.where(f.segment == segment)
+    if at_risk:
+        query = query.where(f.at_risk.is_(True))
+    query = query.order_by(f.spend.desc(), f.member_id).limit(min(limit, MAX_PAGE)).offset(offset)
+    async with db.read() as s:
+        return [_view(row) for row in await s.scalars(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueBand:
+    """One tenth of the purchasing members, by net spend: its bounds, members and their spend."""
+
+    decile: int
+    low: int
+    high: int
+    members: int
+    spend: int
+    predicted_value: int
+
+
+async def value_deciles(db: Database, tenant_id: int) -> list[ValueBand]:
+    """The value distribution: purchasing members in ten bands by spend, with what each band spent and
+    is predicted to spend (from the last run)."""
+    f = MemberFigures
+    band = func.ntile(10).over(order_by=(f.spend, f.member_id)).label("band")
+    ranked = select(f.spend, f.predicted_value, band).where(f.tenant_id == tenant_id).subquery()
+    query = (
+        select(
+            ranked.c.band,
+            func.min(ranked.c.spend),
+            func.max(ranked.c.spend),
+            func.count(),
+            func.sum(ranked.c.spend),
+            func.coalesce(func.sum(ranked.c.predicted_value), 0),
+        )
+        .group_by(ranked.c.band)
+        .order_by(ranked.c.band)
+    )
+    async with db.read() as s:
+        return [
+            ValueBand(int(b), int(lo), int(hi), int(n), int(total), int(pv))
+            for b, lo, hi, n, total, pv in await s.execute(query)
+        ]

@@ -177,17 +177,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture
 def open_page(browser: Any, site: Site) -> Iterator[Any]:
-    """``open_page(path, viewport, key_slot=None, role=None)``: a fresh browser context on a page, with
-    an API key already in localStorage when ``key_slot`` is given."""
+    """``open_page(path, viewport, key_slot=None, role=None, secret=None)``: a fresh browser context on
+    a page, with an API key (the site tenant's key for ``role``, or ``secret``) already in localStorage
+    when ``key_slot`` is given."""
     contexts = []
 
     def open_(
-        path: str, viewport: dict[str, int], key_slot: str | None = None, role: str | None = None
+        path: str,
+        viewport: dict[str, int],
+        key_slot: str | None = None,
+        role: str | None = None,
+        secret: str | None = None,
     ) -> Any:
         context = browser.new_context(viewport=viewport, base_url=site.base_url)
         contexts.append(context)
         if key_slot is not None:
-            secret = site.tenant.keys[role or key_slot]
+            secret = secret or site.tenant.keys[role or key_slot]
             context.add_init_script(f"localStorage.setItem('loyalty.key.{key_slot}', {secret!r});")
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)

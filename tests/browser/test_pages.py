@@ -276,3 +276,105 @@ def test_a_yen_program_shows_amounts_without_decimals(open_page: Any, site: Site
     assert "3,766 JPY more spending" in text, text
     assert "37.66" not in text and "376,600" not in text
     screenshot(card, "card-yen")
+
+
+#: The example program with segments and a win-back campaign holding out half of the members, and
+#: receipts accepted a year back (the history below is posted as tills would have, late).
+SEGMENTED_PROGRAM = (
+    PROGRAM.replace("  rounding: floor", "  rounding: floor\n  max_receipt_age_days: 400", 1).replace(
+        "    earn: {points: 200}\n    limit: {per_member: 1}\n",
+        "    earn: {points: 200}\n    limit: {per_member: 1}\n    holdout: 0.5\n",
+    )
+    + """\
+segments:
+  - name: champions
+    when: customer.recency_score >= 4 and customer.frequency_score >= 4
+  - name: at_risk
+    when: customer.at_risk
+  - name: regular
+    when: customer.purchase_days >= 3
+  - name: occasional
+    when: customer.purchase_days >= 1
+"""
+)
+
+
+async def _customer_history(url: str, secrets: Any) -> Tenant:
+    """Forty members: each buys, stays away four months, comes back (the win-back's exposure), and
+    then shops again, more often when they got the points; a segment run at the end."""
+    import random
+
+    import rules
+    from loyalty.members import membership
+    from loyalty.points import transactions
+    from loyalty.storage.db import Database
+    from loyalty.value import segments
+
+    now = datetime.now(UTC)
+    t = await build_tenant(
+        url,
+        secrets,
+        "value",
+        card_prefix="6044",
+        valid_from=now - timedelta(days=300),
+        program=SEGMENTED_PROGRAM,
+    )
+    db = Database.from_url(url)
+    draws = random.Random(3)
+    try:
+        for n in range(40):
+            member = (await membership.create_member(db, t.id, now=now - timedelta(days=300))).id
+            treated = not rules.in_control("win-back", str(member), 0.5)
+            times = [now - timedelta(days=260), now - timedelta(days=130)]
+            follow = draws.choice((3, 4, 5) if treated else (0, 1, 2))
+            times += [times[1] + timedelta(days=8 * (k + 1)) for k in range(follow)]
+            if n % 4 == 0:  # some stopped again: the at-risk list has someone on it
+                times = [*times[:2], times[1] + timedelta(days=3), times[1] + timedelta(days=6)]
+            for k, at in enumerate(times):
+                await transactions.post_transaction(
+                    db,
+                    t.id,
+                    outlet_id=t.outlet_id,
+                    external_id=f"h{n}-{k}",
+                    occurred_at=at,
+                    items=(rules.Item("LATTE", 450 + 50 * (n % 5), 2, "coffee"),),
+                    member_id=member,
+                    now=at,
+                )
+        await segments.run(db, t.id, now=now - timedelta(days=30))
+        await segments.run(db, t.id, now=now)
+    finally:
+        await db.dispose()
+    return t
+
+
+def test_the_customer_value_view_and_a_campaigns_lift(open_page: Any, site: Site) -> None:
+    """The dashboard shows segment sizes, their history, moves, value bands and the at-risk list; the
+    campaign page draws the win-back's lift with its intervals from the postings."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright keeps an event loop in this thread
+        tenant = pool.submit(asyncio.run, _customer_history(site.database_url, site.secrets)).result()
+    page = open_page("/dashboard", DESK, key_slot="dashboard", secret=tenant.keys["admin"])
+    page.wait_for_selector("#segments svg.chart")
+    page.wait_for_selector("#segment-history svg.chart")
+    page.wait_for_selector("#value svg.chart")
+    page.wait_for_selector("#at-risk table")
+    assert "at_risk" in page.inner_text("#segments")
+    assert page.locator("#segment-history rect.bar").count() >= 2
+    assert "none" in page.inner_text("#moves") or page.locator("#moves table").count() == 1
+    assert "Last run" in page.inner_text("#last-run")
+    _fits(page, DESK)
+    screenshot(page, "dashboard-customers")
+    assert page.js_errors == []
+
+    lift = open_page("/campaigns", DESK, key_slot="campaigns", secret=tenant.keys["marketer"])
+    lift.wait_for_selector("#lift-chart svg.forest")
+    assert lift.locator("#lift-chart circle.lift").count() == 4
+    # Treated members came back 3-5 times, control members 0-2: the visits' interval lies above zero.
+    assert lift.locator("#lift-chart circle.lift.up").count() >= 1
+    table = lift.inner_text("#lift-table")
+    assert "Visits" in table and "Points cost" in table
+    assert "held out" in lift.inner_text("#lift-meta")
+    screenshot(lift, "campaign-lift")
+    assert lift.js_errors == []
