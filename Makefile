@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install chromium demo test bench bench-load bench-import soak lint typecheck clean
+.PHONY: install chromium demo test bench bench-load bench-import bench-value soak lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: install
 	$(BIN)/python -m pytest benchmarks -q -s --benchmark-enable --benchmark-columns=median,ops,rounds
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/load_till.py
+	$(BIN)/python benchmarks/bench_value.py
+
+bench-value: install
+	$(BIN)/python benchmarks/bench_value.py
 
 bench-load: install
 	$(BIN)/python benchmarks/load_till.py

@@ -298,8 +298,10 @@ class _Replayed:
         "day_uses",
         "draft",
         "enrolled_at",
+        "holdout",
         "key",
         "last_visit_at",
+        "segment",
         "spend",
         "tags",
         "uses",
@@ -314,8 +316,12 @@ class _Replayed:
         tags: tuple[str, ...],
         visits: int,
         last_visit_at: datetime | None,
+        segment: str = "",
     ) -> None:
         self.key = str(member_id)
+        self.segment = segment
+        #: The draft's rules whose control group the member is in (drawn on first use).
+        self.holdout: frozenset[str] | None = None
         self.enrolled_at = enrolled_at
         self.tags = tags
         self.visits = visits
@@ -428,6 +434,8 @@ class _Replay:
                 self.fully_refunded += 1
             else:
                 day = at.astimezone(zone).date() if limited else None
+                if m.holdout is None:
+                    m.holdout = rules.holdout_of(self.draft, m.key)
                 member = rules.Member(
                     id=m.key,
                     tier=tier if tier in tier_names else None,
@@ -437,6 +445,8 @@ class _Replay:
                     enrolled_at=m.enrolled_at,
                     tags=m.tags,
                     rule_uses=m.rule_uses(day) if day is not None else _NO_USES,
+                    segment=m.segment,
+                    holdout=m.holdout,
                 )
                 tx = rules.Transaction(time=at, items=tuple(lines), channel=channel)
                 outlet = outlets[outlet_id]
@@ -515,13 +525,15 @@ async def _load_members(
         )
     }
     rows = await conn.execute(
-        select(Member.id, Member.enrolled_at, Member.tags).where(
+        select(Member.id, Member.enrolled_at, Member.tags, Member.segment).where(
             Member.tenant_id == tenant_id, Member.id.in_(ids)
         )
     )
-    for mid, enrolled_at, tags in rows:
+    # A draft reading member.segment sees each member's segment of the last run (not the one they had
+    # at each purchase: the history of segments has no values for times between runs).
+    for mid, enrolled_at, tags, segment in rows:
         visits, last = before.get(mid, (0, None))
-        into[mid] = _Replayed(mid, enrolled_at, tuple(tags), int(visits), last)
+        into[mid] = _Replayed(mid, enrolled_at, tuple(tags), int(visits), last, segment or "")
 
 
 _PRIOR_USES = {

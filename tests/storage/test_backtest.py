@@ -256,3 +256,22 @@ async def test_a_once_per_member_bonus_used_before_the_period_is_not_granted_aga
     )
     assert report.transactions == 1 and report.actual_points == 10  # the welcome bonus went with p-1
     assert report.difference == 0, report.rules
+
+
+async def test_a_draft_campaign_costs_only_its_treated_members(world: World) -> None:
+    """A draft rule with a control group: the backtest gives its points only to members outside the
+    control group, the very members the tills would give them to, so the estimate is the real cost."""
+    import rules
+
+    members = [(await membership.create_member(world.db, world.tenant_id, now=SINCE)).id for _ in range(30)]
+    for n, member in enumerate(members):
+        await _buy(world, f"c{n}", member, ("BREAD", 300, 1), at=SINCE + DAY + n * timedelta(minutes=5))
+    bonus = PROGRAM + "  - id: welcome\n    when: member.visits == 0\n    earn: {points: 10}\n"
+    everyone = await backtest.backtest(
+        world.db, world.tenant_id, versions.check(bonus), since=SINCE, until=UNTIL
+    )
+    held = versions.check(bonus + "    holdout: 0.3\n")
+    treated = [m for m in members if not rules.in_control("welcome", str(m), 0.3)]
+    campaign = await backtest.backtest(world.db, world.tenant_id, held, since=SINCE, until=UNTIL)
+    assert {r.rule: r.draft for r in everyone.rules}["welcome"] == 10 * len(members)
+    assert {r.rule: r.draft for r in campaign.rules}["welcome"] == 10 * len(treated) < 10 * len(members)
