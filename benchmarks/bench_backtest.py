@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import pytest
 from sqlalchemy import insert
 
 import rules
+from benchmarks.scratch import scratch_database, unreachable
 from loyalty.admin import tenants
 from loyalty.programs import backtest, versions
 from loyalty.storage.db import Database, upgrade
@@ -44,7 +44,6 @@ N = int(os.environ.get("BENCH_BACKTEST_N", "50000"))
 MEMBERS = 1_000
 LINES = 5
 TARGET = 20_000
-PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = datetime(2025, 1, 1, tzinfo=UTC)
 END = START + timedelta(days=365)
 #: Rows per bulk insert statement.
@@ -261,28 +260,12 @@ async def _backtest(db: Database, tenant_id: int, draft: rules.CheckedProgram) -
 # Fixtures
 
 
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def _pg_database() -> Iterator[str]:
-    try:
-        asyncio.run(_pg_admin("SELECT 1"))
-    except Exception as exc:  # any failure to connect: no PostgreSQL for this benchmark
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}: {exc}")
-    name = f"loyalty_bench_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        base, _, _ = PG_ADMIN_URL.rpartition("/")
-        yield base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    why = unreachable()
+    if why is not None:
+        pytest.skip(why)
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import secrets
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.scratch import scratch_database, unreachable
 from loyalty.admin import tenants
 from loyalty.cards.numbers import luhn_check_digit, make_card_number
 from loyalty.members import membership
@@ -44,7 +44,6 @@ from loyalty.points import posting
 from loyalty.programs import backtest, versions
 from loyalty.storage.db import Database, upgrade
 
-PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "100000"))
 N_BASELINE = int(os.environ.get("BENCH_IMPORT_BASELINE", "5000"))
 DATABASES = os.environ.get("BENCH_IMPORT_DATABASES", "sqlite,postgresql").split(",")
@@ -142,16 +141,6 @@ async def measure(url: str, csv_path: Path) -> dict[str, float]:
     return {"import": report.per_second, "replay": replay, "single": single, "growth_mb": growth_mb}
 
 
-async def _pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def _run(coro):  # type: ignore[no-untyped-def]
     import uvloop
 
@@ -185,21 +174,13 @@ def main() -> None:
             report("sqlite", _run(measure(url, csv_path)))
         if "postgresql" not in DATABASES:
             return
-        try:
-            asyncio.run(_pg("SELECT 1"))
-        except Exception as exc:  # no PostgreSQL here: report SQLite only
-            print(f"postgresql skipped: {type(exc).__name__}: {exc}")
+        why = unreachable()
+        if why is not None:  # no PostgreSQL here: report SQLite only
+            print(f"postgresql skipped: {why}")
             return
-        name = f"loyalty_bench_{secrets.token_hex(4)}"
-        asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-        try:
-            pg_url = (
-                PG_ADMIN_URL.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
-            )
+        with scratch_database() as pg_url:
             upgrade(pg_url)
             report("postgresql", _run(measure(pg_url, csv_path)))
-        finally:
-            asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

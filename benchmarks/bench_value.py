@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -32,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
+from benchmarks.scratch import scratch_database, unreachable
 from loyalty.admin import tenants
 from loyalty.programs import versions
 from loyalty.storage.db import Database, upgrade
 from loyalty.value import figures, segments
 
-PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_MEMBERS = int(os.environ.get("BENCH_VALUE_MEMBERS", "100000"))
 N_PURCHASES = int(os.environ.get("BENCH_VALUE_PURCHASES", "2000000"))
 ROUNDS = int(os.environ.get("BENCH_VALUE_ROUNDS", "3"))
@@ -53,21 +52,12 @@ SELECT :tenant, NULL, 0, 0, 0, 0, :enrolled, '[]'::jsonb, 0, '' FROM generate_se
 PURCHASES_SQL = """
 INSERT INTO transactions (tenant_id, member_id, outlet_id, external_id, channel, occurred_at, posted_at,
                           program_version_id, amount, points, amount_refunded, points_refunded, evaluation)
-SELECT :tenant, CAST(:first AS bigint) + floor(CAST(:n AS bigint) * power(random(), 2))::bigint, :outlet, 'b' || g, 'till', at, at,
+SELECT :tenant, CAST(:first AS bigint) + floor(CAST(:n AS bigint) * power(random(), 2))::bigint,
+       :outlet, 'b' || g, 'till', at, at,
        :version, 100 + floor(random() * 4900)::bigint, 0, 0, 0, '{}'::jsonb
 FROM (SELECT g, CAST(:start AS timestamptz) + random() * interval '730 days' AS at
       FROM generate_series(1, :purchases) g) s
 """
-
-
-async def _pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def measure(url: str) -> dict[str, float]:
@@ -125,19 +115,13 @@ async def measure(url: str) -> dict[str, float]:
 
 
 def main() -> None:
-    try:
-        asyncio.run(_pg("SELECT 1"))
-    except Exception as exc:
-        print(f"value benchmark skipped: PostgreSQL unreachable ({type(exc).__name__}: {exc})")
+    why = unreachable()
+    if why is not None:
+        print(f"value benchmark skipped: {why}")
         return
-    name = f"loyalty_value_{secrets.token_hex(4)}"
-    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    try:
-        url = PG_ADMIN_URL.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+    with scratch_database("loyalty_value") as url:
         upgrade(url)
         r = asyncio.run(measure(url))
-    finally:
-        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     print(
         f"postgresql count(*) (baseline) {r['count']:.2f} s | figures {r['figures']:.1f} s"
         f" ({r['figures'] / r['count']:.0f}x the count) | segment run {r['run']:.1f} s"

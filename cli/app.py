@@ -954,6 +954,11 @@ def campaign_lift(
             return report, await _currency(db, t.id)
 
     report, currency = _run(go())
+    if not report.enough:
+        raise CliError(
+            f"campaign {report.rule}: {report.treated:,} treated and {report.control:,} control members"
+            f" exposed so far; at least {campaigns.MIN_GROUP} in each group are needed to compare them"
+        )
     rows = [
         {
             "metric": m.name,

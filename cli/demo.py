@@ -32,7 +32,7 @@ from loyalty.cards.qr import card_url, qr_png
 from loyalty.cards.secrets import init_secrets, load_secrets
 from loyalty.cards.sheet import SheetCard, render_sheet
 from loyalty.cards.tokens import sign_token
-from loyalty.errors import InvalidInput, LoyaltyError
+from loyalty.errors import LoyaltyError
 from loyalty.members import lookup, membership
 from loyalty.ops import audit as ledger_audit
 from loyalty.ops import importer, jobs, reports
@@ -191,10 +191,12 @@ async def _customers(db: Database, world: _World, now: datetime, out: Console) -
     )
     fitted = "fitted" if run.fitted else "not fitted"
     out.print(f"Segments ({run.members:,} members, value models {fitted}): {sizes}")
-    try:
-        lift = await campaigns.lift(db, world.tenant_id, "win-back", now=now)
-    except InvalidInput as why:
-        out.print(f"Win-back campaign: no lift report yet ({why})")
+    lift = await campaigns.lift(db, world.tenant_id, "win-back", now=now)
+    if not lift.enough:
+        out.print(
+            f"Win-back campaign: {lift.treated:,} members got the points, {lift.control:,} were held out:"
+            " too few to compare yet"
+        )
         return
     table = Table(
         title=(
@@ -381,8 +383,12 @@ async def _history(db: Database, cfg: DemoConfig, world: _World, now: datetime, 
     with Progress(*columns, console=out, transient=False) as bar:
         task = bar.add_task("posting purchases", total=cfg.transactions)
         for (begin, end), count in zip(months, counts, strict=True):
-            batch = _month_purchases(cfg, world, shoppers, rnd, begin, end, count, counter)
-            batch = _renumbered(batch + _follow_ups(world, shoppers, rnd, won_back, begin, end, counter))
+            # The month's purchases: the won-back members' follow-ups, and the rest drawn as usual.
+            extra = _follow_ups(world, shoppers, rnd, won_back, begin, end, counter)
+            drawn = _month_purchases(
+                cfg, world, shoppers, rnd, begin, end, max(0, count - len(extra)), counter
+            )
+            batch = _renumbered(drawn + extra)
             report = await importer.import_purchases(
                 db,
                 world.tenant_id,

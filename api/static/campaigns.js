@@ -57,6 +57,11 @@
       `(${Math.round(lift.holdout * 100)} %); exposed ${new Date(lift.since).toLocaleDateString()} to ` +
       `${new Date(lift.until).toLocaleDateString()}, each followed ${lift.horizon_days} days; ` +
       `${L.points(lift.points_given)} points given.`;
+    if (!lift.enough) {
+      $("lift-chart").replaceChildren(el("p", { class: "muted" }, "Too few members exposed to compare the groups yet (at least two in each)."));
+      $("lift-table").replaceChildren();
+      return;
+    }
     $("lift-chart").replaceChildren(forest(lift.metrics));
     $("lift-table").replaceChildren(
       L.table(

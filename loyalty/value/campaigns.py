@@ -31,6 +31,8 @@ from loyalty.storage.models import Transaction
 
 #: The confidence level of the intervals.
 CONFIDENCE = 0.95
+#: Exposed members each group needs before the groups are compared (a variance needs two).
+MIN_GROUP = 2
 METRICS = ("visits", "revenue", "retention", "points_cost")
 
 
@@ -78,15 +80,18 @@ class Lift:
     horizon_days: int
     treated: int
     control: int
+    #: Empty until both groups hold at least ``MIN_GROUP`` exposed members (see ``enough``).
     metrics: tuple[Metric, ...]
     #: The program's estimated cost of the effect as booked: points given to the treated members.
     points_given: int
+    #: Whether both groups are large enough to compare (else ``metrics`` is empty).
+    enough: bool
 
 
 def compare(name: str, treated: Sequence[float], control: Sequence[float]) -> Metric:
     """Means of both groups and the Welch confidence interval of their difference."""
-    if len(treated) < 2 or len(control) < 2:
-        raise InvalidInput("too few exposed members to compare: at least two in each group")
+    if len(treated) < MIN_GROUP or len(control) < MIN_GROUP:
+        raise InvalidInput(f"too few exposed members to compare: at least {MIN_GROUP} in each group")
     t_mean, c_mean = sum(treated) / len(treated), sum(control) / len(control)
     difference = t_mean - c_mean
     t_var = _variance(treated)
@@ -209,9 +214,13 @@ async def lift(
     )
     treated = [o for o in found if o.treated]
     control = [o for o in found if not o.treated]
-    metrics = tuple(
-        compare(name, [_value(o, name) for o in treated], [_value(o, name) for o in control])
-        for name in METRICS
+    metrics = (
+        tuple(
+            compare(name, [_value(o, name) for o in treated], [_value(o, name) for o in control])
+            for name in METRICS
+        )
+        if min(len(treated), len(control)) >= MIN_GROUP
+        else ()
     )
     return Lift(
         rule,
@@ -223,6 +232,7 @@ async def lift(
         len(control),
         metrics,
         sum(o.points_cost for o in treated),
+        bool(metrics),
     )
 
 

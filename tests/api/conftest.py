@@ -26,7 +26,19 @@ from loyalty.programs import versions
 from loyalty.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAM = (ROOT / "examples" / "kaffeehaus.yaml").read_text()
+#: The example program and one campaign (a rule with a control group) that a new member never meets:
+#: every endpoint has something to answer for, and no other test's points change.
+PROGRAM = (
+    (ROOT / "examples" / "kaffeehaus.yaml").read_text()
+    + """\
+  - id: welcome-back
+    description: 50 points on the first purchase after a year away; one member in ten is held out
+    when: member.days_since_last_visit > 365
+    earn: {points: 50}
+    limit: {per_member: 1}
+    holdout: 0.1
+"""
+)
 BASE_URL = "https://bonus.example.com"
 
 

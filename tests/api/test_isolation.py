@@ -75,6 +75,15 @@ ROLES: dict[Endpoint, frozenset[str] | str] = {
     ("GET", "/v1/admin/card-batches"): frozenset({ADMIN}),
     ("GET", "/v1/admin/card-batches/{batch_id}/sheet"): frozenset({ADMIN}),
     ("GET", "/v1/dashboard/tiers"): frozenset({MARKETER, ADMIN}),
+    ("POST", "/v1/customers/segment-runs"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/customers/segment-runs"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/customers/segments"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/customers/segment-moves"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/customers/segments/{segment}/members"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/customers/at-risk"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/customers/value"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/campaigns"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/campaigns/{rule}/lift"): frozenset({MARKETER, ADMIN}),
 }
 
 KEYED = sorted(e for e, roles in ROLES.items() if isinstance(roles, frozenset))
@@ -222,6 +231,19 @@ SAMPLES: dict[Endpoint, Callable[[Api, Seed], Call]] = {
         {},
     ),
     ("GET", "/v1/dashboard/tiers"): lambda api, s: ("GET", "/v1/dashboard/tiers", {}),
+    ("POST", "/v1/customers/segment-runs"): lambda api, s: ("POST", "/v1/customers/segment-runs", {}),
+    ("GET", "/v1/customers/segment-runs"): lambda api, s: ("GET", "/v1/customers/segment-runs", {}),
+    ("GET", "/v1/customers/segments"): lambda api, s: ("GET", "/v1/customers/segments", {}),
+    ("GET", "/v1/customers/segment-moves"): lambda api, s: ("GET", "/v1/customers/segment-moves", {}),
+    ("GET", "/v1/customers/segments/{segment}/members"): lambda api, s: (
+        "GET",
+        "/v1/customers/segments/at_risk/members",
+        {},
+    ),
+    ("GET", "/v1/customers/at-risk"): lambda api, s: ("GET", "/v1/customers/at-risk", {}),
+    ("GET", "/v1/customers/value"): lambda api, s: ("GET", "/v1/customers/value", {}),
+    ("GET", "/v1/campaigns"): lambda api, s: ("GET", "/v1/campaigns", {}),
+    ("GET", "/v1/campaigns/{rule}/lift"): lambda api, s: ("GET", "/v1/campaigns/welcome-back/lift", {}),
 }
 
 
@@ -334,6 +356,40 @@ def _check_batches(api: Api, b: Seed, r: Any) -> None:
 def _check_tiers(api: Api, b: Seed, r: Any) -> None:
     assert r.status_code == 200, r.text
     assert sum(row["members"] for row in r.json()) == 1, r.json()  # only A's one member; B has its own
+
+
+def _run_b_segments(w: Isolated) -> None:
+    """Tenant B's members get figures, a segment and a move: what A's customer views must not show."""
+    r = w.api.client.post("/v1/customers/segment-runs", headers=w.api.b.headers(ADMIN))
+    assert r.status_code == 201 and r.json()["members"] >= 1, r.text
+
+
+def _check_own_run(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 201, r.text
+    mine = api.client.get("/v1/dashboard/tiers", headers=api.a.headers(ADMIN)).json()
+    assert r.json()["members"] == sum(row["members"] for row in mine), r.json()  # A's members only
+
+
+def _check_empty(api: Api, b: Seed, r: Any) -> None:
+    """A never ran segments: none of B's runs, moves, figures or value bands show."""
+    assert r.status_code == 200, r.text
+    assert r.json() == [], r.json()
+
+
+def _check_own_sizes(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 200, r.text
+    mine = api.client.get("/v1/dashboard/tiers", headers=api.a.headers(ADMIN)).json()
+    assert sum(row["members"] for row in r.json()) == sum(row["members"] for row in mine), r.json()
+
+
+def _check_own_campaigns(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 200, r.text
+    assert [c["rule"] for c in r.json()] == ["welcome-back"], r.json()
+
+
+def _check_no_exposures(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 200, r.text
+    assert (r.json()["treated"], r.json()["control"]) == (0, 0), r.json()
 
 
 def _b_batch(w: Isolated) -> int:
@@ -688,6 +744,61 @@ ISOLATION: list[Case] = [
         MARKETER,
         lambda w: ("GET", "/v1/dashboard/tiers", {}),
         check=_check_tiers,
+    ),
+    # customer value: B ran segments; A's run counts A's members, A's views show none of B's
+    Case(
+        "segment-run",
+        E["POST", "/v1/customers/segment-runs"],
+        MARKETER,
+        lambda w: ("POST", "/v1/customers/segment-runs", {}),
+        check=_check_own_run,
+        prepare=_run_b_segments,
+    ),
+    *(
+        Case(
+            f"customers-{path.rsplit('/', 1)[-1]}",
+            E["GET", path],
+            MARKETER,
+            lambda w, path=path: ("GET", path, {}),
+            check=_check_empty,
+            prepare=_run_b_segments,
+        )
+        for path in (
+            "/v1/customers/segment-runs",
+            "/v1/customers/segment-moves",
+            "/v1/customers/at-risk",
+            "/v1/customers/value",
+        )
+    ),
+    Case(
+        "segment-members",
+        E["GET", "/v1/customers/segments/{segment}/members"],
+        MARKETER,
+        lambda w: ("GET", "/v1/customers/segments/at_risk/members", {}),
+        check=_check_empty,
+        prepare=_run_b_segments,
+    ),
+    Case(
+        "segment-sizes",
+        E["GET", "/v1/customers/segments"],
+        MARKETER,
+        lambda w: ("GET", "/v1/customers/segments", {}),
+        check=_check_own_sizes,
+        prepare=_run_b_segments,
+    ),
+    Case(
+        "campaigns",
+        E["GET", "/v1/campaigns"],
+        MARKETER,
+        lambda w: ("GET", "/v1/campaigns", {}),
+        check=_check_own_campaigns,
+    ),
+    Case(
+        "campaign-lift",
+        E["GET", "/v1/campaigns/{rule}/lift"],
+        MARKETER,
+        lambda w: ("GET", "/v1/campaigns/welcome-back/lift", {}),
+        check=_check_no_exposures,
     ),
 ]
 

@@ -79,6 +79,7 @@ def test_simulate_a_basket_against_a_draft_with_the_explanation(api: Api) -> Non
         "tuesday-afternoon",
         "win-back",
         "car-wash-stamps",
+        "welcome-back",
     }
 
 

@@ -49,7 +49,15 @@ async def test_a_run_places_members_keeps_history_and_a_rule_reads_the_segment(d
     assert (first.members, first.moves) == (4, 4)
     assert first.sizes == {"at_risk": 1, "regular": 1, "new": 2}
     async with db.read() as s:
-        placed = dict((await s.execute(select(MemberFigures.member_id, MemberFigures.segment))).all())
+        placed = dict(
+            (
+                await s.execute(
+                    select(MemberFigures.member_id, MemberFigures.segment).where(
+                        MemberFigures.tenant_id == world.tenant_id
+                    )
+                )
+            ).all()
+        )
         # Figures exist for purchasing members only; the one who never bought is judged on empty ones.
         current = dict(
             (
