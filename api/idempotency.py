@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from litestar import Request, Response
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import ASGIMiddleware
 from litestar.params import HeaderParameter
 from litestar.serialization import encode_json
@@ -50,8 +51,8 @@ IdempotentAnswer = NamedDependency[access.Answer]
 REPLAYED = "Idempotent-Replayed"
 #: Where the request's answer waits for the handler, in the request's state.
 _STATE = "idempotency.answer"
-#: Set by the route's exception handler for an answer about the key itself (in progress, mismatch): never
-#: stored as the request's answer.
+#: Set by the route's exception handlers for an answer about the key itself (in progress, mismatch) or a
+#: refusal before the handler ran (guards, request validation): never stored as the request's answer.
 ABOUT_THE_KEY = "idempotency.about-the-key"
 
 
@@ -140,6 +141,13 @@ def _about_the_key(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return problems.handle(request, exc)
 
 
+def _not_an_answer(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A refusal before the handler ran (a guard's 403, a malformed body, any API-level problem): not
+    the request's answer, so it is not stored; a corrected retry with the same key runs afresh."""
+    request.state[ABOUT_THE_KEY] = True
+    return problems.handle(request, exc)
+
+
 def _provide_answer(request: Request[Any, Any, Any]) -> access.Answer:
     answer: access.Answer = request.state[_STATE]
     return answer
@@ -159,5 +167,9 @@ def idempotent(
             access.AlreadyAnswered: _replayed,
             access.IdempotencyInProgress: _about_the_key,
             access.IdempotencyMismatch: _about_the_key,
+            # Only the domain's refusals are answers (stored and replayed), as they always were.
+            Problem: _not_an_answer,
+            HTTPException: _not_an_answer,
+            ValidationException: _not_an_answer,
         },
     }

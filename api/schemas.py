@@ -130,13 +130,19 @@ class CardBatchCreate(Strict):
     outlet_id: Id | None = None
 
 
+def instant(name: str, value: datetime) -> datetime:
+    """A moment from a query parameter: aware and plausible."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise Problem(INVALID, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00+01:00")
+    if not MIN_YEAR < value.year < MAX_YEAR:
+        raise Problem(INVALID, f"{name} must be between the years {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
 def period(since: datetime, until: datetime) -> tuple[datetime, datetime]:
     """A reporting period from query parameters: aware, plausible, and ending after it starts."""
-    for name, instant in (("since", since), ("until", until)):
-        if instant.tzinfo is None or instant.utcoffset() is None:
-            raise Problem(INVALID, f"{name} needs a UTC offset, e.g. 2026-01-01T00:00:00+01:00")
-        if not MIN_YEAR < instant.year < MAX_YEAR:
-            raise Problem(INVALID, f"{name} must be between the years {MIN_YEAR} and {MAX_YEAR}")
+    instant("since", since)
+    instant("until", until)
     if until <= since:
         raise Problem(INVALID, "until must be after since")
     return since, until

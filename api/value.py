@@ -80,14 +80,9 @@ class CampaignController(Controller):
     guards = [requires("marketer", "admin")]
 
     @get("/", operation_id="listCampaigns")
-    async def campaigns(self, principal: Caller, db: Db, now: Now) -> list[dict[str, object]]:
+    async def campaigns(self, principal: Caller, db: Db, now: Now) -> list[campaigns.Campaign]:
         """The rules of the program in force that hold out a control group."""
-        program = (await versions.current(db, principal.tenant_id, now)).program
-        return [
-            {"rule": r.id, "holdout": r.holdout, "description": program.document.rules[r.index].description}
-            for r in program.rules
-            if r.holdout is not None
-        ]
+        return campaigns.of_program((await versions.current(db, principal.tenant_id, now)).program)
 
     @get("/{rule:str}/lift", operation_id="campaignLift")
     async def lift(
@@ -102,8 +97,11 @@ class CampaignController(Controller):
     ) -> campaigns.Lift:
         """Treated against control members over the window: visits, revenue, retention and points cost,
         each with its 95% interval and the sample sizes."""
-        if since is not None or until is not None:
-            since, until = schemas.period(since or now - timedelta(days=365), until or now)
+        if since is not None and until is not None:
+            since, until = schemas.period(since, until)
+        else:  # one bound given: checked alone, the other is the campaign's own (see campaigns.lift)
+            since = schemas.instant("since", since) if since is not None else None
+            until = schemas.instant("until", until) if until is not None else None
         return await campaigns.lift(
             db, principal.tenant_id, rule, now=now, since=since, until=until, horizon_days=days
         )

@@ -36,7 +36,7 @@ from loyalty.errors import LoyaltyError, NotFound
 from loyalty.members import membership
 from loyalty.ops import jobs, reports
 from loyalty.points import transactions
-from loyalty.points.baskets import Basket
+from loyalty.points.baskets import MAX_YEAR, MIN_YEAR, Basket
 from loyalty.programs import versions
 from loyalty.storage.db import Database, outage
 from loyalty.storage.models import Card, Tenant
@@ -340,13 +340,15 @@ def _instant(text: str, zone: ZoneInfo | tzinfo, what: str, *, end_of_day: bool 
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            if end_of_day:
-                day += timedelta(days=1)
-            return datetime(day.year, day.month, day.day, tzinfo=zone)
-        at = datetime.fromisoformat(text)
+            at = datetime(day.year, day.month, day.day, tzinfo=zone)
+        else:
+            at = datetime.fromisoformat(text)
     except ValueError:
         raise CliError(f"{what}: {text!r} is not a date (2026-03-01) or a date and time") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=zone)
+    if not MIN_YEAR < at.year < MAX_YEAR:
+        raise CliError(f"{what}: {text!r} lies outside the years {MIN_YEAR} to {MAX_YEAR}")
+    at = at if at.tzinfo is not None else at.replace(tzinfo=zone)
+    return at + timedelta(days=1) if end_of_day and len(text) == 10 else at
 
 
 def _emit(rows: list[dict[str, Any]], fmt: Format, title: str) -> None:
@@ -962,6 +964,8 @@ def campaign_lift(
     rows = [
         {
             "metric": m.name,
+            "treated_members": report.treated,
+            "control_members": report.control,
             "treated": round(m.treated, 3),
             "control": round(m.control, 3),
             "lift": round(m.difference, 3),

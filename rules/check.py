@@ -345,7 +345,7 @@ class Checker:
         field, other = (a, b) if isinstance(a, FieldRef) else (b, a)
         if not (isinstance(field, FieldRef) and field.root == "member" and field.name in ("tier", "segment")):
             return
-        known, what = (self.tiers, "tier") if field.name == "tier" else (self.segments, "segment")
+        known, what = (self.tiers, "tier") if field.name == "tier" else (("", *self.segments), "segment")
         if not known:
             return
         literals = other.elements if isinstance(other, ListLit) else (other,)
@@ -355,7 +355,7 @@ class Checker:
                     self.loc.issue(
                         f"unknown {what} {lit.value!r}",
                         None,
-                        did_you_mean(lit.value, known) or f"{what}s are {', '.join(known)}",
+                        did_you_mean(lit.value, known) or f"{what}s are {', '.join(k for k in known if k)}",
                         col=self.loc.flat.find(lit.text),
                     )
                 )

@@ -24,6 +24,7 @@ from typing import Any
 from scipy import stats
 from sqlalchemy import select
 
+import rules
 from loyalty.errors import InvalidInput, NotFound
 from loyalty.programs import versions
 from loyalty.storage.db import Database
@@ -31,8 +32,9 @@ from loyalty.storage.models import Transaction
 
 #: The confidence level of the intervals.
 CONFIDENCE = 0.95
-#: Exposed members each group needs before the groups are compared (a variance needs two).
-MIN_GROUP = 2
+#: Exposed members each group needs before the groups are compared: with fewer, an interval says
+#: little (and two members with equal outcomes would give one of zero width).
+MIN_GROUP = 10
 METRICS = ("visits", "revenue", "retention", "points_cost")
 
 
@@ -86,6 +88,22 @@ class Lift:
     points_given: int
     #: Whether both groups are large enough to compare (else ``metrics`` is empty).
     enough: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    rule: str
+    holdout: float
+    description: str | None
+
+
+def of_program(program: rules.CheckedProgram) -> list[Campaign]:
+    """The program's rules that hold out a control group, in document order."""
+    return [
+        Campaign(r.id, r.holdout, program.document.rules[r.index].description)
+        for r in program.rules
+        if r.holdout is not None
+    ]
 
 
 def compare(name: str, treated: Sequence[float], control: Sequence[float]) -> Metric:

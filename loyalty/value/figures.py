@@ -2,8 +2,9 @@
 
 One grouped query per tenant reads each member's purchases (net of refunds) over the window:
 purchase days, first and last purchase, spend; the window functions of the same query rank each
-figure within the tenant (``CUME_DIST``, so equal figures get equal scores). The rest is arithmetic
-per member on the rows that query returns:
+figure within the tenant (``PERCENT_RANK``: equal figures get equal scores, the lowest of their
+group). The rest is arithmetic per member on the rows that query returns (a prediction that comes
+out undefined, from a fit at the edge of its bounds, is left out):
 
 * **RFM scores** 1-5 within the tenant: recency (5 = most recent), frequency (purchase days) and
   monetary value (net spend), each the member's quintile.
@@ -85,13 +86,15 @@ class Fit:
 
 
 def _day(column: Any, dialect: str) -> ColumnElement[Any]:
-    """The UTC calendar day of a timestamp, as each database spells it."""
-    return func.date(column) if dialect == "sqlite" else cast(column, Date)
+    """The UTC calendar day of a timestamp, as each database spells it (SQLite stores UTC; on
+    PostgreSQL the day is taken in UTC, whatever the session's time zone)."""
+    return func.date(column) if dialect == "sqlite" else cast(func.timezone("UTC", column), Date)
 
 
-def _score(cume_dist: float) -> int:
-    """A quintile from a cumulative distribution (0, 1]: 1 for the lowest fifth, 5 for the highest."""
-    return min(5, max(1, math.ceil(round(cume_dist * 5, 9))))
+def _score(percent_rank: float) -> int:
+    """A quintile from a percent rank [0, 1]: 1 for the lowest fifth, 5 for the highest. Ties share the
+    lowest rank of their group, so a tied majority at the bottom (one-time buyers) scores 1."""
+    return min(5, 1 + math.floor(round(percent_rank * 5, 9)))
 
 
 async def compute(
@@ -115,9 +118,9 @@ async def compute(
     )
     ranked = select(
         grouped,
-        func.cume_dist().over(order_by=grouped.c["last"]).label("r_rank"),
-        func.cume_dist().over(order_by=grouped.c.days).label("f_rank"),
-        func.cume_dist().over(order_by=grouped.c.spend).label("m_rank"),
+        func.percent_rank().over(order_by=grouped.c["last"]).label("r_rank"),
+        func.percent_rank().over(order_by=grouped.c.days).label("f_rank"),
+        func.percent_rank().over(order_by=grouped.c.spend).label("m_rank"),
     ).order_by(grouped.c.member_id)
     async with db.read() as s:
         rows = (await s.execute(ranked)).all()
@@ -154,8 +157,10 @@ async def compute(
                 typical_interval_days=None if interval is None else round(interval, 3),
                 expected_visit_in_days=None if interval is None else round(interval - silent, 3),
                 at_risk=interval is not None and silent > settings.at_risk_factor * interval,
-                alive=None if alive is None else round(float(alive[i]), 4),
-                predicted_value=None if predicted is None else round(float(predicted[i])),
+                alive=None if alive is None or not np.isfinite(alive[i]) else round(float(alive[i]), 4),
+                predicted_value=(
+                    None if predicted is None or not np.isfinite(predicted[i]) else round(float(predicted[i]))
+                ),
             )
         )
     return out, fit

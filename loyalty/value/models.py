@@ -106,8 +106,8 @@ def _fit(mean_negative_ll: Callable[[Floats], float], start: Floats) -> Floats:
         bounds=[(-_LOG_BOUND, _LOG_BOUND)] * len(start),
         options={"maxiter": 2_000},
     )
-    if not np.all(np.isfinite(result.x)):
-        raise ValueError("the model did not converge on this history")
+    if not result.success or not np.all(np.isfinite(result.x)):
+        raise ValueError(f"the model did not converge on this history: {result.message}")
     return np.asarray(np.exp(result.x), dtype=np.float64)
 
 
@@ -169,4 +169,7 @@ def fit_gamma_gamma(frequency: ArrayLike, mean_value: ArrayLike) -> GammaGamma:
         lambda p: -float(np.mean(gamma_gamma_log_likelihood(p, x, m))),
         np.array([1.0, 1.0, float(np.mean(m))]),
     )
+    if params[1] <= 1:
+        # q <= 1: the population's mean spend is unbounded; the model says nothing usable.
+        raise ValueError("spend varies too much between customers for the Gamma-Gamma model (q <= 1)")
     return GammaGamma(*(float(v) for v in params))

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 import rules
 from loyalty.programs import versions
 from loyalty.storage.db import Database
-from loyalty.storage.models import Member, MemberFigures, SegmentMove, SegmentRun
+from loyalty.storage.models import Member, MemberFigures, SegmentMove, SegmentRun, Tenant
 from loyalty.value import figures as figures_
 from loyalty.value.figures import DEFAULTS, Figures, Settings
 
@@ -37,10 +37,11 @@ class Run:
     fitted: bool
 
 
-def customer_of(f: Figures | None) -> rules.Customer:
-    """What segment conditions read of a member's figures (empty figures: no purchase in the window)."""
+def customer_of(f: Figures | None, settings: Settings = DEFAULTS) -> rules.Customer:
+    """What segment conditions read of a member's figures. A member with no purchase in the window has
+    none: silent at least as long as the window, so "days since purchase > N" holds for them too."""
     if f is None:
-        return rules.Customer()
+        return rules.Customer(days_since_purchase=float(settings.window_days))
     return rules.Customer(
         purchase_days=f.purchase_days,
         spend=f.spend,
@@ -67,6 +68,7 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
                 select(
                     Member.id,
                     Member.tier,
+                    Member.available,
                     Member.visits,
                     Member.last_visit_at,
                     Member.enrolled_at,
@@ -84,13 +86,14 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
         member = rules.Member(
             id=str(m.id),
             tier=m.tier,
+            points=m.available,
             visits=m.visits,
             last_visit_at=m.last_visit_at,
             enrolled_at=m.enrolled_at,
             tags=tuple(m.tags or ()),
             segment=m.segment,
         )
-        name = rules.segment_of(program, member, customer_of(by_member.get(m.id)), now=now)
+        name = rules.segment_of(program, member, customer_of(by_member.get(m.id), settings), now=now)
         segment[m.id] = name
         if name != m.segment:
             changed.setdefault(name, []).append(m.id)
@@ -125,6 +128,8 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
         for f in found
     ]
     async with db.write() as s:
+        # One run of a tenant at a time: a second one waits here, then replaces this one's rows.
+        await s.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
         await s.execute(delete(MemberFigures).where(MemberFigures.tenant_id == tenant_id))
         for i in range(0, len(rows), CHUNK):
             await s.execute(insert(MemberFigures), rows[i : i + CHUNK])

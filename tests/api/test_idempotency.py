@@ -111,6 +111,24 @@ def test_a_till_write_without_a_key_is_a_400(api: Api) -> None:
     assert "Idempotency-Key" in r.json()["detail"]
 
 
+def test_a_refusal_before_the_handler_is_not_the_keys_answer(api: Api) -> None:
+    """A malformed body or a key of the wrong role is refused before anything runs: that refusal is not
+    stored under the Idempotency-Key, so the corrected request with the same key books (it is not
+    answered with the refusal, nor with a 422 for a different body)."""
+    a = api.a
+    good = basket(a.card, "idem-fix", ("LATTE", "coffee", 1, 450))
+    malformed = {**good, "items": [{"sku": "LATTE", "quantity": 1}]}
+    headers = a.headers(**{"Idempotency-Key": "fix-and-retry"})
+    assert api.client.post("/v1/till/transactions", json=malformed, headers=headers).status_code in (400, 422)
+    denied = api.client.post(
+        "/v1/till/transactions", json=good, headers=a.headers("marketer", **{"Idempotency-Key": "role"})
+    )
+    assert denied.status_code == 403
+    fixed = api.client.post("/v1/till/transactions", json=good, headers=headers)
+    assert fixed.status_code == 201, fixed.text
+    assert "idempotent-replayed" not in fixed.headers
+
+
 def test_keys_are_scoped_to_the_api_key(api: Api) -> None:
     """Two tills may use the same Idempotency-Key value without seeing each other's answers."""
     a = api.a

@@ -141,3 +141,6 @@ def test_segments_run_show_and_export(shop: Path, tmp_path: Path, cli: Cli) -> N
     assert [(r["last_purchase"], r["at_risk"]) for r in risky] == [("2025-02-24", "True")]
     assert "0 moved" in ok(cli("segments", "run", "--as-of", "2025-03-24")).out
     one_line_error(cli("segments", "export", "at-risk"), "unknown segment 'at-risk'", "did you mean at_risk?")
+    for far in ("0001-01-01", "9999-12-31"):
+        one_line_error(cli("segments", "run", "--as-of", far), "--as-of", "outside the years")
+    one_line_error(cli("campaign", "lift", "win-back", "--to", "9999-12-31"), "--to", "outside the years")

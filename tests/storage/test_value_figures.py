@@ -53,14 +53,14 @@ async def test_figures_of_a_small_history(world: World) -> None:
     assert (o.typical_interval_days, o.expected_visit_in_days, o.at_risk) == (None, None, False)
     assert (t.purchase_days, t.spend, t.at_risk) == (1, 1400, False)
 
-    # Quintiles by cumulative distribution (ties share a score, the highest is always 5):
-    # last purchase: lapsing 1/4, twice_a_day 2/4, steady 3/4, once 4/4.
-    assert [by[m].r for m in (lapsing, twice_a_day, steady, once)] == [2, 3, 4, 5]
-    # purchase days: once and twice_a_day 1 (2/4), steady and lapsing 3 (4/4).
-    assert [by[m].f for m in (once, twice_a_day, steady, lapsing)] == [3, 3, 5, 5]
-    # spend: 500, 1400, then 3000 twice.
-    assert [by[m].m for m in (once, twice_a_day, steady, lapsing)] == [2, 3, 5, 5]
-    assert s.rfm == "455"
+    # Quintiles by percent rank: ties share the lowest score of their group, the highest is 5.
+    # last purchase: lapsing 0, twice_a_day 1/3, steady 2/3, once 1.
+    assert [by[m].r for m in (lapsing, twice_a_day, steady, once)] == [1, 2, 4, 5]
+    # purchase days: once and twice_a_day 1 (both rank first), steady and lapsing 3 (2/3).
+    assert [by[m].f for m in (once, twice_a_day, steady, lapsing)] == [1, 1, 4, 4]
+    # spend: 500, 1400, then 3000 twice (2/3).
+    assert [by[m].m for m in (once, twice_a_day, steady, lapsing)] == [1, 2, 4, 4]
+    assert s.rfm == "444"
 
 
 async def test_at_risk_follows_each_members_own_rhythm(world: World) -> None:
