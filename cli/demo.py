@@ -468,9 +468,7 @@ async def _rewarded(db: Database, world: _World, rule: str, begin: datetime, end
                 )
             )
         ).all()
-        members = sorted(
-            {m for m, ev in rows if any(r["rule"] == rule and r["applications"] for r in ev.get("rules", ()))}
-        )
+        members = sorted({m for m, ev in rows if campaigns.applied(ev, rule)})
         cards = (
             await s.scalars(
                 select(Card.number)

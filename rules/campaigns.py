@@ -28,6 +28,6 @@ def in_control(rule_id: str, member_id: str, share: float) -> bool:
 
 def holdout_of(program: CheckedProgram, member_id: str) -> frozenset[str]:
     """The ids of the program's rules whose control group the member is in."""
-    return frozenset(
-        r.id for r in program.rules if r.holdout is not None and in_control(r.id, member_id, r.holdout)
-    )
+    if not program.holdouts:
+        return frozenset()
+    return frozenset(rule for rule, share in program.holdouts if in_control(rule, member_id, share))

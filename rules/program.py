@@ -69,6 +69,9 @@ class CheckedProgram:
     digest: str
     #: (name, condition) of each segment, in document order: the first that holds is a member's.
     segments: tuple[tuple[str, Node], ...] = ()
+    #: (rule id, share) of each rule with a control group: what every posting draws a member against,
+    #: listed once here so a program without campaigns costs a posting nothing.
+    holdouts: tuple[tuple[str, float], ...] = ()
 
 
 def digest_of(document: doc.ProgramDocument) -> str:
@@ -228,7 +231,10 @@ def check_program(document: doc.ProgramDocument, source: doc.Source = doc.EMPTY_
     if issues:
         raise ProgramError(_sorted(issues))
     minor = minor_unit(document.currency)
-    return CheckedProgram(document, tuple(checked), zone, minor, digest_of(document), tuple(segments))
+    holdouts = tuple((r.id, r.holdout) for r in checked if r.holdout is not None)
+    return CheckedProgram(
+        document, tuple(checked), zone, minor, digest_of(document), tuple(segments), holdouts
+    )
 
 
 def _instant(value: datetime | date | None, zone: ZoneInfo) -> datetime | None:

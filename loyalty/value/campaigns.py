@@ -131,7 +131,7 @@ def _variance(values: Sequence[float]) -> float:
     return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
-def _applied(evaluation: dict[str, Any], rule: str) -> bool:
+def applied(evaluation: dict[str, Any], rule: str) -> bool:
     """Whether ``rule`` applied in a stored evaluation."""
     return any(r["rule"] == rule and r["applications"] for r in evaluation.get("rules", ()))
 
@@ -157,7 +157,7 @@ def outcomes(
         for at, _net, evaluation in purchases:
             if not since <= at < until:
                 continue
-            if _applied(evaluation, rule):
+            if applied(evaluation, rule):
                 exposure = (at, True)
             elif rule in evaluation.get("withheld", {}):
                 exposure = (at, False)
