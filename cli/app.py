@@ -6,23 +6,17 @@ program document) and a non-zero exit; nothing is written.
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import dataclasses
 import json
 import sys
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
-from zoneinfo import ZoneInfo
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import select
@@ -30,13 +24,31 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from typer.exceptions import TyperException
 
 import rules
+from cli.common import (
+    ACTOR,
+    CliError,
+    Format,
+    FormatOption,
+    TenantOption,
+    clock,
+    currency_of,
+    emit_rows,
+    err,
+    instant_of,
+    open_database,
+    out,
+    read_text,
+    run,
+    tenant_of,
+    zone_of,
+)
 from loyalty.admin import tenants
 from loyalty.cards.errors import CardError
 from loyalty.errors import LoyaltyError, NotFound
 from loyalty.members import membership
 from loyalty.ops import jobs, reports
 from loyalty.points import transactions
-from loyalty.points.baskets import MAX_YEAR, MIN_YEAR, Basket
+from loyalty.points.baskets import Basket
 from loyalty.programs import versions
 from loyalty.storage.db import Database, outage
 from loyalty.storage.models import Card, Tenant
@@ -44,8 +56,6 @@ from loyalty.storage.private import write_private
 from loyalty.value import campaigns, figures, segments
 from rules.hints import did_you_mean
 from rules.money import format_money
-
-T = TypeVar("T")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -56,36 +66,11 @@ app = typer.Typer(
 program_app = typer.Typer(no_args_is_help=True, help="Validate and inspect program documents.")
 app.add_typer(program_app, name="program")
 
-# Wide enough for explanations when the output is a file or a pipe (rich would assume 80 columns).
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-class CliError(Exception):
-    """A one-line message for the operator; exit status 1."""
-
-
-def _read(path: Path, what: str, limit: int = 8 * 1024 * 1024) -> str:
-    try:
-        if path.stat().st_size > limit:
-            raise CliError(f"{path}: {what} is larger than {limit // 1024 // 1024} MB")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, expected a {what}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: {what} is not UTF-8 text") from None
-    except OSError as exc:
-        raise CliError(f"{path}: {exc.strerror}") from None
-
 
 def _load_program(path: Path) -> rules.CheckedProgram:
     """Load and check a program file; print every problem (one line each) and exit 1 if invalid."""
     try:
-        return rules.load_program(_read(path, "program document"))
+        return rules.load_program(read_text(path, "program document"))
     except rules.ProgramError as exc:
         for issue in exc.issues:
             err.print(issue.format(str(path)), markup=False, soft_wrap=True)
@@ -123,7 +108,7 @@ def simulate(
 ) -> None:
     """Evaluate one basket against a program and print the points with the rule-by-rule explanation."""
     program = _load_program(program_file)
-    text = _read(basket_file, "basket")
+    text = read_text(basket_file, "basket")
     try:
         basket = Basket.model_validate_json(text)
     except ValidationError as exc:
@@ -261,114 +246,6 @@ for _sub, _name in (
 ):
     app.add_typer(_sub, name=_name)
 
-ACTOR = "cli"
-TenantOption = Annotated[
-    str | None,
-    typer.Option(
-        "--tenant",
-        envvar="LOYALTY_TENANT",
-        show_envvar=True,
-        help="Tenant code (default: the only tenant, when there is exactly one).",
-    ),
-]
-
-
-class Format(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-FormatOption = Annotated[Format, typer.Option("--format", help="Output format.")]
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine (on uvloop when installed: posting-heavy commands run ~1.5x faster)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-@asynccontextmanager
-async def _database() -> AsyncIterator[Database]:
-    db = Database.from_url()
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-async def _tenant(db: Database, code: str | None) -> tenants.TenantView:
-    if code:
-        return await tenants.tenant_by_code(db, code)
-    async with db.read() as s:
-        ids = (await s.scalars(select(Tenant.id).order_by(Tenant.id).limit(2))).all()
-    if len(ids) != 1:
-        raise CliError(
-            "no tenant yet: run `loyalty tenant create`"
-            if not ids
-            else "several tenants: choose one with --tenant CODE or LOYALTY_TENANT"
-        )
-    return await tenants.get_tenant(db, ids[0])
-
-
-async def _zone(db: Database, tenant_id: int) -> ZoneInfo:
-    """The program's time zone (for dates given without a time); UTC before anything is published."""
-    try:
-        return (await versions.current(db, tenant_id, _now())).program.zone
-    except NotFound:
-        return ZoneInfo("UTC")
-
-
-async def _currency(db: Database, tenant_id: int) -> str:
-    """The currency of the program in force (EUR before anything is published)."""
-    try:
-        return (await versions.current(db, tenant_id, _now())).program.document.currency
-    except NotFound:
-        return "EUR"
-
-
-def _instant(text: str, zone: ZoneInfo | tzinfo, what: str, *, end_of_day: bool = False) -> datetime:
-    """A date (start of that day in ``zone``, or of the next day with ``end_of_day``) or an aware datetime."""
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            at = datetime(day.year, day.month, day.day, tzinfo=zone)
-        else:
-            at = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"{what}: {text!r} is not a date (2026-03-01) or a date and time") from None
-    if not MIN_YEAR < at.year < MAX_YEAR:
-        raise CliError(f"{what}: {text!r} lies outside the years {MIN_YEAR} to {MAX_YEAR}")
-    at = at if at.tzinfo is not None else at.replace(tzinfo=zone)
-    return at + timedelta(days=1) if end_of_day and len(text) == 10 else at
-
-
-def _emit(rows: list[dict[str, Any]], fmt: Format, title: str) -> None:
-    if fmt is Format.json:
-        out.print_json(json.dumps(rows, default=str))
-    elif fmt is Format.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        if rows:
-            writer.writerow(rows[0])
-            writer.writerows(r.values() for r in rows)
-    else:
-        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        for i, col in enumerate(rows[0] if rows else ()):
-            table.add_column(col, justify="right" if isinstance(rows[0][col], int | float) and i else "left")
-        for r in rows:
-            table.add_row(
-                *(f"{v:,}" if isinstance(v, int) else "" if v is None else str(v) for v in r.values())
-            )
-        out.print(table if rows else f"{title}: nothing yet")
-
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
@@ -414,10 +291,10 @@ def tenant_create(
     _check_code(code, "tenant code")
 
     async def go() -> tenants.TenantView:
-        async with _database() as db:
-            return await tenants.create_tenant(db, code=code, name=name, card_prefix=card_prefix, now=_now())
+        async with open_database() as db:
+            return await tenants.create_tenant(db, code=code, name=name, card_prefix=card_prefix, now=clock())
 
-    t = _run(go())
+    t = run(go())
     out.print(f"tenant {t.code} created (id {t.id}, card prefix {t.card_prefix})")
 
 
@@ -426,7 +303,7 @@ def tenant_list(fmt: FormatOption = Format.table) -> None:
     """List the tenants."""
 
     async def go() -> list[dict[str, Any]]:
-        async with _database() as db, db.read() as s:
+        async with open_database() as db, db.read() as s:
             rows = (
                 await s.execute(
                     select(Tenant.id, Tenant.code, Tenant.name, Tenant.card_prefix).order_by(Tenant.code)
@@ -434,7 +311,7 @@ def tenant_list(fmt: FormatOption = Format.table) -> None:
             ).all()
         return [{"id": r[0], "code": r[1], "name": r[2], "card_prefix": r[3]} for r in rows]
 
-    _emit(_run(go()), fmt, "tenants")
+    emit_rows(run(go()), fmt, "tenants")
 
 
 def _check_code(code: str, what: str) -> None:
@@ -453,14 +330,14 @@ def keys_create(
     from loyalty.admin import access
 
     async def go() -> access.NewKey:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             outlet_id = (await _outlet(db, t.id, outlet)).id if outlet else None
             return await access.create_key(
-                db, t.id, role=role, name=name, actor=ACTOR, now=_now(), outlet_id=outlet_id
+                db, t.id, role=role, name=name, actor=ACTOR, now=clock(), outlet_id=outlet_id
             )
 
-    key = _run(go())
+    key = run(go())
     err.print(f"API key {key.info.id} ({key.info.role}) created; the secret is shown once:", markup=False)
     out.print(key.secret, markup=False)
 
@@ -478,8 +355,8 @@ def keys_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) -> 
     from loyalty.admin import access
 
     async def go() -> list[dict[str, Any]]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             return [
                 {
                     "id": k.id,
@@ -492,7 +369,7 @@ def keys_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) -> 
                 for k in await access.list_keys(db, t.id)
             ]
 
-    _emit(_run(go()), fmt, "API keys")
+    emit_rows(run(go()), fmt, "API keys")
 
 
 @keys_app.command("revoke")
@@ -504,11 +381,11 @@ def keys_revoke(
     from loyalty.admin import access
 
     async def go() -> access.KeyInfo:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            return await access.revoke_key(db, t.id, key_id, now=_now())
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            return await access.revoke_key(db, t.id, key_id, now=clock())
 
-    key = _run(go())
+    key = run(go())
     out.print(f"API key {key.id} ({key.role}, {key.name}) revoked")
 
 
@@ -522,11 +399,11 @@ def partner_create(
     _check_code(code, "partner code")
 
     async def go() -> tenants.PartnerView:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            return await tenants.create_partner(db, t.id, code=code, name=name, actor=ACTOR, now=_now())
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            return await tenants.create_partner(db, t.id, code=code, name=name, actor=ACTOR, now=clock())
 
-    p = _run(go())
+    p = run(go())
     out.print(f"partner {p.code} created (id {p.id})")
 
 
@@ -535,8 +412,8 @@ def partner_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) 
     """List the partners with their number of outlets."""
 
     async def go() -> list[dict[str, Any]]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             outlets = await tenants.list_outlets(db, t.id)
             partners = await tenants.list_partners(db, t.id)
         return [
@@ -549,7 +426,7 @@ def partner_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) 
             for p in partners
         ]
 
-    _emit(_run(go()), fmt, "partners")
+    emit_rows(run(go()), fmt, "partners")
 
 
 @outlet_app.command("create")
@@ -564,18 +441,25 @@ def outlet_create(
     _check_code(code, "outlet code")
 
     async def go() -> tenants.OutletView:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             partner_id = next(
                 (p.id for p in await tenants.list_partners(db, t.id) if p.code == partner), None
             )
             if partner_id is None:
                 raise NotFound(f"partner {partner!r} not found")
             return await tenants.create_outlet(
-                db, t.id, partner_id=partner_id, code=code, name=name, actor=ACTOR, now=_now(), tags=tag or ()
+                db,
+                t.id,
+                partner_id=partner_id,
+                code=code,
+                name=name,
+                actor=ACTOR,
+                now=clock(),
+                tags=tag or (),
             )
 
-    o = _run(go())
+    o = run(go())
     out.print(f"outlet {o.code} of {o.partner_code} created (id {o.id})")
 
 
@@ -584,8 +468,8 @@ def outlet_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) -
     """List the outlets."""
 
     async def go() -> list[dict[str, Any]]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             return [
                 {
                     "id": o.id,
@@ -597,7 +481,7 @@ def outlet_list(tenant: TenantOption = None, fmt: FormatOption = Format.table) -
                 for o in await tenants.list_outlets(db, t.id)
             ]
 
-    _emit(_run(go()), fmt, "outlets")
+    emit_rows(run(go()), fmt, "outlets")
 
 
 @program_app.command("publish")
@@ -616,13 +500,13 @@ def program_publish(
 ) -> None:
     """Validate and publish a program version (published versions never change)."""
     program = _load_program(file)
-    text = _read(file, "program document")
+    text = read_text(file, "program document")
 
     async def go() -> versions.VersionView:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            now = _now()
-            start = _instant(valid_from, program.zone, "--valid-from") if valid_from else now
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            now = clock()
+            start = instant_of(valid_from, program.zone, "--valid-from") if valid_from else now
             # Checked here as well as in the service: a refused publish must not leave a draft behind.
             if start < now and not backdate:
                 raise CliError("--valid-from must not be in the past (see --backdate for a first version)")
@@ -642,7 +526,7 @@ def program_publish(
                 now = start
             return await versions.create_version(db, t.id, text, actor=ACTOR, now=now, valid_from=start)
 
-    v = _run(go())
+    v = run(go())
     out.print(
         f"{file}: published as version {v.number} ({v.digest[:12]}), valid from "
         f"{v.valid_from.isoformat() if v.valid_from else '-'}"
@@ -663,13 +547,16 @@ def backtest(
     from loyalty.programs import backtest as bt
 
     draft = _load_program(draft_file)
-    start, end = _instant(since, draft.zone, "--from"), _instant(until, draft.zone, "--to", end_of_day=True)
+    start, end = (
+        instant_of(since, draft.zone, "--from"),
+        instant_of(until, draft.zone, "--to", end_of_day=True),
+    )
     if end <= start:
         raise CliError("--to must be after --from")
 
     async def go() -> bt.BacktestReport:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             with _progress(transient=True) as bar:
                 task = bar.add_task("replaying purchases", total=None, note="")
                 return await bt.backtest(
@@ -681,7 +568,7 @@ def backtest(
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
 
-    report = _run(go())
+    report = run(go())
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return
@@ -764,8 +651,8 @@ def import_transactions(
         raise CliError(f"{file}: no such file")
 
     async def go() -> importer.ImportReport:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             with _progress() as bar:
                 task = bar.add_task(f"importing {file.name}", total=file.stat().st_size, note="")
                 # rich's wrapper moves the bar by the bytes read: the file is streamed, never loaded.
@@ -782,7 +669,7 @@ def import_transactions(
                     )
 
     try:
-        report = _run(go())
+        report = run(go())
     except UnicodeDecodeError:
         raise CliError(f"{file}: not UTF-8 text") from None
     out.print(
@@ -828,9 +715,11 @@ def jobs_run(
     """Run a batch job; each is idempotent (a second run as of the same moment finds nothing)."""
 
     async def go() -> list[jobs.JobResult]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            when = _instant(as_of, await _zone(db, t.id), "--as-of", end_of_day=True) if as_of else _now()
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            when = (
+                instant_of(as_of, await zone_of(db, t.id), "--as-of", end_of_day=True) if as_of else clock()
+            )
             runs = {
                 Job.pending: [jobs.release_pending],
                 Job.expiry: [jobs.expire_lots],
@@ -846,7 +735,7 @@ def jobs_run(
                     bar.advance(task)
             return results
 
-    for r in _run(go()):
+    for r in run(go()):
         what = (
             f"{r.members:,} members changed tier"
             if r.kind == "tiers"
@@ -865,12 +754,14 @@ def segments_run(
     """Compute every member's figures and place them in the program's segments (moves are kept)."""
 
     async def go() -> segments.Run:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            when = _instant(as_of, await _zone(db, t.id), "--as-of", end_of_day=True) if as_of else _now()
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            when = (
+                instant_of(as_of, await zone_of(db, t.id), "--as-of", end_of_day=True) if as_of else clock()
+            )
             return await segments.run(db, t.id, now=when)
 
-    r = _run(go())
+    r = run(go())
     sizes = ", ".join(
         f"{name or '(none)'} {n:,}" for name, n in sorted(r.sizes.items(), key=lambda kv: -kv[1])
     )
@@ -885,10 +776,10 @@ def segments_show(tenant: TenantOption = None, fmt: FormatOption = Format.table)
     """How many members each segment holds (by the last run)."""
 
     async def go() -> list[segments.SegmentSize]:
-        async with _database() as db:
-            return await segments.sizes(db, (await _tenant(db, tenant)).id)
+        async with open_database() as db:
+            return await segments.sizes(db, (await tenant_of(db, tenant)).id)
 
-    _emit([{"segment": s.segment or "(none)", "members": s.members} for s in _run(go())], fmt, "segments")
+    emit_rows([{"segment": s.segment or "(none)", "members": s.members} for s in run(go())], fmt, "segments")
 
 
 @segments_app.command("export")
@@ -900,9 +791,9 @@ def segments_export(
     """The members of one segment with their figures: a list a CRM or a mailer takes (CSV by default)."""
 
     async def go() -> list[dict[str, Any]]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            known = {s.name for s in (await versions.current(db, t.id, _now())).program.document.segments}
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            known = {s.name for s in (await versions.current(db, t.id, clock())).program.document.segments}
             if segment not in known:
                 hint = did_you_mean(segment, sorted(known)) if known else None
                 raise CliError(
@@ -928,7 +819,7 @@ def segments_export(
                     )
             return rows
 
-    _emit(_run(go()), fmt, f"segment {segment}")
+    emit_rows(run(go()), fmt, f"segment {segment}")
 
 
 @campaign_app.command("lift")
@@ -945,17 +836,17 @@ def campaign_lift(
     """What a campaign brought: treated against control members, with 95% intervals and sample sizes."""
 
     async def go() -> tuple[campaigns.Lift, str]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            zone = await _zone(db, t.id)
-            start = _instant(since, zone, "--from") if since else None
-            end = _instant(until, zone, "--to", end_of_day=True) if until else None
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            zone = await zone_of(db, t.id)
+            start = instant_of(since, zone, "--from") if since else None
+            end = instant_of(until, zone, "--to", end_of_day=True) if until else None
             report = await campaigns.lift(
-                db, t.id, rule, now=_now(), since=start, until=end, horizon_days=days
+                db, t.id, rule, now=clock(), since=start, until=end, horizon_days=days
             )
-            return report, await _currency(db, t.id)
+            return report, await currency_of(db, t.id)
 
-    report, currency = _run(go())
+    report, currency = run(go())
     if not report.enough:
         raise CliError(
             f"campaign {report.rule}: {report.treated:,} treated and {report.control:,} control members"
@@ -981,7 +872,7 @@ def campaign_lift(
             f" ({report.holdout:.0%} held out), exposed {report.since.date()} to {report.until.date()},"
             f" followed {report.horizon_days} days; revenue in minor units of {currency}"
         )
-    _emit(rows, fmt, f"lift of {report.rule} (95% intervals)")
+    emit_rows(rows, fmt, f"lift of {report.rule} (95% intervals)")
 
 
 @app.command("audit")
@@ -996,7 +887,7 @@ def audit_command(
     from loyalty.ops.audit import AuditReport, audit
 
     async def go() -> list[tuple[str, AuditReport]]:
-        async with _database() as db:
+        async with open_database() as db:
             if tenant:
                 chosen = [await tenants.tenant_by_code(db, tenant)]
             else:
@@ -1013,7 +904,7 @@ def audit_command(
                     bar.remove_task(task)
             return reports
 
-    reports = _run(go())
+    reports = run(go())
     if fmt is Format.json:
         out.print_json(json.dumps([{"tenant": code} | asdict(r) for code, r in reports], default=str))
     else:
@@ -1051,10 +942,10 @@ def cards_batch(
     secrets = load_secrets()
 
     async def go() -> tuple[bytes, int]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
             o = await _outlet(db, t.id, outlet)
-            now = _now()
+            now = clock()
             priced = await versions.current(db, t.id, now)
             base = priced.program.document.public_base_url
             if not base:
@@ -1079,7 +970,7 @@ def cards_batch(
                 label=f"{o.code} {numbers[0]}",
             ), len(cards)
 
-    pdf, n = _run(go())
+    pdf, n = run(go())
     write_private(out_file, pdf)
     out.print(f"{out_file}: {n} cards for {outlet}")
 
@@ -1089,11 +980,11 @@ def report_liability(tenant: TenantOption = None, fmt: FormatOption = Format.tab
     """Points the program owes: available and pending, less members' debt."""
 
     async def go() -> reports.Liability:
-        async with _database() as db:
-            return await reports.liability(db, (await _tenant(db, tenant)).id)
+        async with open_database() as db:
+            return await reports.liability(db, (await tenant_of(db, tenant)).id)
 
-    r = _run(go())
-    _emit(
+    r = run(go())
+    emit_rows(
         [
             {
                 "members": r.members,
@@ -1123,9 +1014,9 @@ def report_customers(
     (CSV or JSON for a CRM: `--at-risk --format csv`)."""
 
     async def go() -> list[figures.Figures]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            now = _instant(as_of, await _zone(db, t.id), "--as-of", end_of_day=True) if as_of else _now()
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            now = instant_of(as_of, await zone_of(db, t.id), "--as-of", end_of_day=True) if as_of else clock()
             found, _fit = await figures.compute(db, t.id, now=now)
             return [f for f in found if f.at_risk or not at_risk]
 
@@ -1143,9 +1034,9 @@ def report_customers(
             "alive": f.alive,
             "predicted_value": f.predicted_value,
         }
-        for f in _run(go())
+        for f in run(go())
     ]
-    _emit(rows, fmt, "members at risk" if at_risk else "customer figures")
+    emit_rows(rows, fmt, "members at risk" if at_risk else "customer figures")
 
 
 @report_app.command("monthly")
@@ -1158,14 +1049,14 @@ def report_monthly(
     from loyalty.calendar import add_months, local_month, month_start
 
     async def go() -> list[reports.MonthMovements]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            now = _now()
-            zone = await _zone(db, t.id)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            now = clock()
+            zone = await zone_of(db, t.id)
             since = month_start(*add_months(*local_month(now, zone), 1 - months), zone)
             return await reports.movements(db, t.id, since=since, months=months, now=now)
 
-    _emit([dataclasses.asdict(m) for m in _run(go())], fmt, "movements per month (points)")
+    emit_rows([dataclasses.asdict(m) for m in run(go())], fmt, "movements per month (points)")
 
 
 @report_app.command("partners")
@@ -1178,20 +1069,20 @@ def report_partners(
     """Per partner: purchases, spend (net of refunds), points issued and redeemed there."""
 
     async def go() -> tuple[list[reports.PartnerSettlement], str]:
-        async with _database() as db:
-            t = await _tenant(db, tenant)
-            zone = await _zone(db, t.id)
-            end = _instant(until, zone, "--to", end_of_day=True) if until else _now()
-            start = _instant(since, zone, "--from") if since else end - timedelta(days=365)
+        async with open_database() as db:
+            t = await tenant_of(db, tenant)
+            zone = await zone_of(db, t.id)
+            end = instant_of(until, zone, "--to", end_of_day=True) if until else clock()
+            start = instant_of(since, zone, "--from") if since else end - timedelta(days=365)
             if end <= start:
                 raise CliError("--to must be after --from")
-            return await reports.settlement(db, t.id, since=start, until=end), await _currency(db, t.id)
+            return await reports.settlement(db, t.id, since=start, until=end), await currency_of(db, t.id)
 
-    settled, currency = _run(go())
+    settled, currency = run(go())
     rows = [dataclasses.asdict(p) for p in settled]
     for r in rows:
         r["spend"] = _money(r["spend"], currency) if fmt is Format.table else r["spend"]
-    _emit(rows, fmt, f"partners (spend in {currency}; csv and json: minor units)")
+    emit_rows(rows, fmt, f"partners (spend in {currency}; csv and json: minor units)")
 
 
 @app.command()
@@ -1250,7 +1141,7 @@ def demo(
     config = dataclasses.replace(
         config, members=members_ or config.members, transactions=transactions_ or config.transactions
     )
-    _run(demo_.run(config, out, show))
+    run(demo_.run(config, out, show))
 
 
 def _database_error(exc: BaseException) -> str | None:
