@@ -54,6 +54,9 @@ class PointsPolicy(_Model):
     #: How late a till may send a receipt (an offline till catching up): an older one is refused.
     #: History is brought in by the importer, which this does not limit.
     max_receipt_age_days: int = Field(default=30, ge=MIN_RECEIPT_AGE_DAYS, le=3650)
+    #: Days before a lot expires that the expiry-reminder job tells the member (a marketing event,
+    #: sent only to members who consented); None: no reminders.
+    expiry_reminder_days: int | None = Field(default=None, ge=1, le=365)
 
 
 class TierLevel(_Model):
@@ -185,6 +188,14 @@ class Segment(_Model):
     when: Expression
 
 
+class Privacy(_Model):
+    """What the engine keeps of members' baskets."""
+
+    #: Item lines (SKU, category, tags) of purchases older than this many months are purged by the
+    #: retention job; the totals, points and refundable quantities stay. None: kept.
+    basket_detail_months: int | None = Field(default=None, ge=1, le=240)
+
+
 class ProgramDocument(_Model):
     """The whole program: policy, tiers, rewards and rules."""
 
@@ -193,6 +204,7 @@ class ProgramDocument(_Model):
     timezone: str
     public_base_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://\S+$")
     points: PointsPolicy = PointsPolicy()
+    privacy: Privacy = Privacy()
     tiers: Tiers | None = None
     rewards: list[Reward] = Field(default_factory=list, max_length=1000)
     rules: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)

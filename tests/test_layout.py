@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Bottom to top. A room may import itself, any room earlier in this list, and the shared modules.
-ROOMS = ("storage", "programs", "ledger", "admin", "members", "points", "value", "ops")
+ROOMS = ("storage", "programs", "ledger", "admin", "members", "points", "value", "events", "privacy", "ops")
 #: Beside the rooms: importable from every room, importing nothing of the rooms themselves.
 SHARED = {"errors": set(), "calendar": set(), "cards": {"errors"}}
 #: Which top-level packages of ours each one may import.

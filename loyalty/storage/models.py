@@ -107,6 +107,11 @@ REDEMPTION_STATES = ("active", "cancelled")
 #: ``revoked``: the purchase whose stamps filled the card was returned before the voucher was used.
 VOUCHER_STATES = ("issued", "used", "revoked")
 JOB_KINDS = ("release", "expiry", "tiers")
+#: ``erased``: personal data removed on request, the books kept; ``merged``: closed into another member.
+MEMBER_STATES = ("active", "erased", "merged")
+ENDPOINT_STATES = ("active", "disabled")
+#: ``dead``: retries gave up (the dead-letter state); an operator may redeliver it.
+DELIVERY_STATES = ("pending", "delivered", "dead")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -233,8 +238,17 @@ class Member(Base):
     revision: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     #: The segment the last segment run put the member in ("" before any); rules read it.
     segment: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: Marketing consent as last recorded (its history is in ``consents``): marketing events (expiry
+    #: reminders, segment changes) are emitted only for members who consented.
+    marketing_consent: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    state: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    #: When the member was erased or merged; ``merged_into``: the member that holds their account now.
+    closed_at: Mapped[datetime | None]
+    merged_into: Mapped[int | None] = mapped_column(Id)
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
+        CheckConstraint(_in("state", MEMBER_STATES), name="state"),
+        CheckConstraint("(state = 'merged') = (merged_into IS NOT NULL)", name="merged_into"),
         CheckConstraint("available >= 0", name="available_not_negative"),
         CheckConstraint("pending >= 0", name="pending_not_negative"),
         CheckConstraint("debt >= 0", name="debt_not_negative"),
@@ -302,6 +316,9 @@ class Transaction(Base):
     points_refunded: Mapped[int] = mapped_column(default=0)
     #: rules.Result.as_dict() with the explanation: enough to explain and recompute the result.
     evaluation: Mapped[dict[str, Any]]
+    #: When the item lines lost what the books do not need (an erasure, or the retention job): the
+    #: purchase can no longer be re-evaluated, only checked against its recorded points.
+    detail_purged_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("tenant_id", "outlet_id", "external_id"),
         UniqueConstraint("tenant_id", "member_id", "id"),
@@ -670,6 +687,126 @@ class SegmentMove(Base):
         Index(None, "tenant_id", "at"),
         Index(None, "tenant_id", "member_id", "at"),
     )
+
+
+class Consent(Base):
+    """A recorded change of a member's marketing consent: what, when, and from where."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    member_id: Mapped[int] = mapped_column(Id)
+    marketing: Mapped[bool]
+    at: Mapped[datetime]
+    #: Where the member gave or withdrew it (``till``, ``app``, ``web``, ``import``, ...).
+    source: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str]
+    __table_args__ = (_member_fk("consents"), Index(None, "tenant_id", "member_id", "at"))
+
+
+class Event(Base):
+    """An event for other systems (the outbox): written in the same transaction as the change it
+    tells of, so there is no event without its change and no change without its event. The
+    dispatcher fans each out into one delivery per subscribed endpoint, then marks it dispatched."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    member_id: Mapped[int] = mapped_column(Id)
+    #: ``purchase.posted``, ``tier.changed``, ... (see ``loyalty.storage.outbox.CATALOGUE``).
+    type: Mapped[str] = mapped_column(String(64))
+    #: The version of the type's schema that ``data`` follows.
+    version: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+    dispatched: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    __table_args__ = (
+        _member_fk("events"),
+        Index(None, "tenant_id", "member_id", "id"),
+        Index(None, "tenant_id", "occurred_at"),
+        # What the dispatcher has not fanned out yet: a small index however long the history.
+        Index(
+            "ix_events_undispatched",
+            "id",
+            postgresql_where=text("NOT dispatched"),
+            sqlite_where=text("NOT dispatched"),
+        ),
+    )
+
+
+class WebhookEndpoint(Base):
+    """Where a tenant wants its events: a URL, the event types it takes (all when empty), and the
+    signing secret (Standard Webhooks ``whsec_...``); after a rotation the previous secret signs too
+    until ``previous_until``, so a receiver can switch without losing a message."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    event_types: Mapped[list[str]]
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_until: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str]
+    updated_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        CheckConstraint(_in("state", ENDPOINT_STATES), name="state"),
+    )
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one endpoint: pending until the endpoint answers 2xx, dead after the
+    retries gave up. Per endpoint and member, only the oldest pending delivery is attempted, so a
+    member's events arrive in order."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    endpoint_id: Mapped[int] = mapped_column(Id, ForeignKey("webhook_endpoints.id"))
+    event_id: Mapped[int] = mapped_column(Id, ForeignKey("events.id"))
+    member_id: Mapped[int] = mapped_column(Id)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When it is due next; a dispatcher that takes it moves this past its lease, so a dispatcher
+    #: killed mid-delivery leaves it due again (at-least-once).
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        Index(None, "tenant_id", "endpoint_id", "id"),
+        Index(None, "tenant_id", "member_id"),
+        Index(
+            "ix_webhook_deliveries_pending",
+            "endpoint_id",
+            "member_id",
+            "event_id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: when, the HTTP status (None: no answer), how long, and what failed."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant_id: Mapped[int] = _tenant()
+    delivery_id: Mapped[int] = mapped_column(Id, ForeignKey("webhook_deliveries.id"))
+    at: Mapped[datetime]
+    status: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    __table_args__ = (Index(None, "delivery_id"), Index(None, "tenant_id", "at"))
 
 
 class AuditEntry(Base):
