@@ -27,6 +27,7 @@ from loyalty.ledger.book import AVAILABLE, EXPIRED, PENDING, Booking
 from loyalty.ledger.reads import available_lots, member
 from loyalty.ledger.store import Unit
 from loyalty.programs import tiers
+from loyalty.storage.outbox import CATALOGUE
 
 #: First key of the advisory lock the sweeps of one tenant share ("LOY" in ASCII).
 ADVISORY_LOCK_CLASS = 0x4C4F59
@@ -61,8 +62,11 @@ async def _move(
     debit: str,
     credit: str,
     balance: str,
+    event: str,
 ) -> Swept:
-    """Move the due lots' points from ``debit`` to ``credit``: lots, entries and balances at once."""
+    """Move the due lots' points from ``debit`` to ``credit``: lots, entries, balances and one
+    ``event`` per member (points and lots) at once."""
+    version = CATALOGUE[event].version
     agg = (
         "SELECT member_id, SUM(remaining) AS pts, COUNT(*) AS n FROM point_lots"
         f" WHERE {due} GROUP BY member_id"
@@ -88,6 +92,11 @@ async def _move(
             ), balances AS (
                 UPDATE members SET {balance}, revision = members.revision + 1 FROM agg
                 WHERE members.tenant_id = $1 AND members.id = agg.member_id
+            ), events AS (
+                INSERT INTO events (tenant_id, member_id, type, version, occurred_at, data)
+                SELECT $1, agg.member_id, '{event}', {version}, $2,
+                       jsonb_build_object('points', agg.pts, 'lots', agg.n)
+                FROM agg WHERE agg.pts > 0
             )
             SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM(pts), 0) FROM agg""",
             tenant_id,
@@ -116,6 +125,13 @@ async def _move(
                 tenant_id,
                 now,
             )
+            await unit.execute(
+                "INSERT INTO events (tenant_id, member_id, type, version, occurred_at, data)"
+                f" SELECT $1, agg.member_id, '{event}', {version}, $2,"
+                f" json_object('points', agg.pts, 'lots', agg.n) FROM ({agg}) AS agg WHERE agg.pts > 0",
+                tenant_id,
+                now,
+            )
             await unit.execute(f"UPDATE point_lots SET {set_lot} WHERE {due}", tenant_id, now)
     assert row is not None
     return Swept(int(row[0]), int(row[1]), int(row[2]))
@@ -135,6 +151,7 @@ async def release(unit: Unit, tenant_id: int, run_id: int, now: datetime) -> Swe
         debit=PENDING,
         credit=AVAILABLE,
         balance="pending = members.pending - agg.pts, available = members.available + agg.pts",
+        event="points.released",
     )
     # Members in debt are rare: settle them one by one, through the same booking as everywhere else.
     indebted = await unit.fetch(
@@ -166,6 +183,7 @@ async def expire(unit: Unit, tenant_id: int, run_id: int, now: datetime) -> Swep
             debit=account,
             credit=EXPIRED,
             balance=f"{column} = members.{column} - agg.pts",
+            event="points.expired",
         )
         total = Swept(total.members + swept.members, total.lots + swept.lots, total.points + swept.points)
     return total
@@ -238,6 +256,16 @@ async def evaluate_tiers(unit: Unit, tenant_id: int, now: datetime, program: rul
         now,
     )
     if changed:
+        build = "jsonb_build_object" if unit.dialect == "postgresql" else "json_object"
+        await unit.execute(
+            "INSERT INTO events (tenant_id, member_id, type, version, occurred_at, data)"
+            f" SELECT $1, t.member_id, 'tier.changed', {CATALOGUE['tier.changed'].version}, {at},"
+            f" {build}('from_tier', t.tier, 'to_tier', t.target, 'reason', 'evaluation',"
+            " 'qualifying', t.value)"
+            f" FROM ({sql}) t WHERE COALESCE(t.tier, '') <> t.target",
+            *params,
+            now,
+        )
         await unit.execute(
             f"UPDATE members SET tier = t.target, tier_since = {at}, revision = members.revision + 1"
             f" FROM ({sql}) t WHERE members.tenant_id = $1 AND members.id = t.member_id"

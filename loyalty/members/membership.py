@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from loyalty.cards.numbers import make_card_number, parse_card_number
 from loyalty.errors import InvalidInput, NotAllowed, NotFound
 from loyalty.ledger.reads import MemberRow
-from loyalty.storage import audit_log
+from loyalty.storage import audit_log, outbox
 from loyalty.storage.db import Database
 from loyalty.storage.models import Card, CardBatch, Member, Tenant
 
@@ -197,6 +197,8 @@ async def card_holder(
         .values(state="active", member_id=member_id, activated_at=bind_at)
     )
     if bound.rowcount == 1:  # type: ignore[attr-defined]
+        number = await session.scalar(select(Card.number).where(Card.id == card_id))
+        await outbox.record(session, tenant_id, member_id, "card.activated", {"card": number}, at=bind_at)
         return member_id
     # Another till bound it first: drop our member (it has no other rows yet) and use theirs.
     await session.execute(delete(Member).where(Member.id == member_id))
@@ -245,6 +247,7 @@ async def assign_card(
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
             raise NotAllowed("only a blank card can be assigned")
+        await outbox.record(s, tenant_id, member_id, "card.activated", {"card": number}, at=now)
         await audit_log.record(
             s,
             tenant_id,
@@ -261,11 +264,18 @@ async def assign_card(
 async def block_card(db: Database, tenant_id: int, number: str, *, actor: str, now: datetime) -> CardView:
     number = parse_card_number(number)
     async with db.write() as s:
-        done = await s.execute(
-            update(Card).where(Card.tenant_id == tenant_id, Card.number == number).values(state="blocked")
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+        held = (
+            await s.execute(
+                update(Card)
+                .where(Card.tenant_id == tenant_id, Card.number == number)
+                .values(state="blocked")
+                .returning(Card.member_id)
+            )
+        ).first()
+        if held is None:
             raise NotFound("card not found")
+        if held[0] is not None:
+            await outbox.record(s, tenant_id, held[0], "card.blocked", {"card": number}, at=now)
         await audit_log.record(
             s, tenant_id, actor=actor, action="block_card", entity="card", entity_id=number, at=now
         )

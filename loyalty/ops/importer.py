@@ -471,7 +471,9 @@ async def _batch_unit(ctx: _Context, batch: list[Purchase], channel: str, unit: 
             outlet_id, p.external_id, p.occurred_at, p.items, member_id=member_id, channel=channel
         )
         purchases.append(posting.BatchPurchase(p.line, receipt, p.occurred_at))
-    postings = await posting.book_batch(unit, booking, purchases, new_members=new_members)
+    # History is not news to other systems: an import writes no events (a CRM would get years of
+    # purchases as webhooks); tills' postings do.
+    postings = await posting.book_batch(unit, booking, purchases, new_members=new_members, events=False)
     await unit.apply(booking)
     out.imported = len(postings)
     out.points = sum(x.points for x in postings)

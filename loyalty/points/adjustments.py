@@ -16,7 +16,7 @@ from loyalty.errors import InsufficientPoints, InvalidInput
 from loyalty.ledger import ADJUSTED, Booking, reads, run
 from loyalty.ledger.store import Unit
 from loyalty.programs import versions
-from loyalty.storage import audit_log
+from loyalty.storage import audit_log, outbox
 from loyalty.storage.db import Database
 
 #: Largest single adjustment: a typo guard, far above any goodwill gesture.
@@ -90,6 +90,8 @@ async def _adjust_unit(
             details={"points": points, "reason": reason, "adjustment_id": adjustment_id},
         ),
     )
+    data = {"adjustment_id": adjustment_id, "points": points, "reason": reason}
+    booking.insert("events", outbox.row(tenant_id, member_id, "points.adjusted", data, at=now))
     await unit.apply(booking)
     return AdjustmentResult(adjustment_id, member_id, points, holder.available, holder.debt)
 

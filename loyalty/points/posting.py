@@ -44,6 +44,7 @@ from loyalty.ledger.store import Duplicate, Stale, Unit, run
 from loyalty.members import membership
 from loyalty.members.membership import CardRef, MemberView
 from loyalty.programs import tiers, versions
+from loyalty.storage import outbox
 from loyalty.storage.db import Database
 
 #: How far ahead of the server's clock a till's occurred_at may be (clocks drift; a receipt from
@@ -366,10 +367,11 @@ def book(
     voucher_ids: Sequence[int],
     budgets: dict[str, int],
     shown: dict[str, Any] | None = None,
+    events: bool = True,
 ) -> Posting:
     """Book one evaluated purchase and bring ``ctx`` up to date (a batch prices the member's next
     purchase against it): the transaction and its lines, the lot, the visit and tier, stamps and
-    vouchers, rule uses and budgets."""
+    vouchers, rule uses and budgets, and (with ``events``) its events in the same statement."""
     tenant_id = booking.tenant_id
     booking.at = now  # the purchase's own posting clock on its entries and lot (a batch spans days)
     receipt, program, result = priced.receipt, priced.program, priced.result
@@ -446,6 +448,10 @@ def book(
         ctx.tier = new_tier
 
     issued = _stamp_cards(booking, counters, ctx, priced, transaction_id, now, voucher_ids)
+    if events:
+        _events(
+            booking, ctx, priced, transaction_id, amount, points, state, pending_until, issued, new_tier, now
+        )
     budgeted = {r.id for r in program.rules if r.budget is not None}
     for rp in result.rules:
         if rp.applications > 0 and rp.rule in priced.limited:
@@ -473,6 +479,80 @@ def book(
         issued,
         shown or priced.evaluation,
     )
+
+
+def _events(
+    booking: Booking,
+    ctx: MemberContext,
+    priced: Priced,
+    transaction_id: int,
+    amount: int,
+    points: int,
+    state: str,
+    pending_until: datetime,
+    vouchers: Sequence[int],
+    new_tier: str | None,
+    now: datetime,
+) -> None:
+    """The purchase's events, rows of the same booking: no purchase without its event, and a posting
+    that rolls back leaves none. The tier row was written by :func:`_upgrade` with the same figure."""
+    tenant_id, member_id, receipt = booking.tenant_id, ctx.holder.id, priced.receipt
+    emit = booking.insert
+    emit(
+        "events",
+        outbox.row(
+            tenant_id,
+            member_id,
+            "purchase.posted",
+            {
+                "transaction_id": transaction_id,
+                "outlet_id": receipt.outlet_id,
+                "external_id": receipt.external_id,
+                "occurred_at": receipt.occurred_at,
+                "amount": amount,
+                "currency": priced.program.document.currency,
+                "points": points,
+                "pending_until": pending_until if state == "pending" else None,
+                "program_version_id": priced.version.id,
+            },
+            at=now,
+        ),
+    )
+    if new_tier is not None:
+        history = booking.inserts["tier_history"][-1]
+        emit(
+            "events",
+            outbox.row(
+                tenant_id,
+                member_id,
+                "tier.changed",
+                {
+                    "from_tier": history["from_tier"],
+                    "to_tier": new_tier,
+                    "reason": "earn",
+                    "qualifying": history["qualifying"],
+                },
+                at=now,
+            ),
+        )
+    for voucher in booking.inserts.get("vouchers", ())[-len(vouchers) :] if vouchers else ():
+        common = {
+            "voucher_id": voucher["id"],
+            "reward": voucher["reward_code"],
+            "transaction_id": transaction_id,
+        }
+        emit(
+            "events",
+            outbox.row(
+                tenant_id, member_id, "stamp_card.completed", common | {"stamp_card": voucher["card"]}, at=now
+            ),
+        )
+        emit(
+            "events",
+            outbox.row(
+                tenant_id, member_id, "voucher.issued", common | {"stamp_card": voucher["card"]}, at=now
+            ),
+        )
 
 
 def _qualifying_add(qualify_on: str, points: int, amount: int, visit: int = 1) -> int:
@@ -1058,11 +1138,13 @@ async def book_batch(
     purchases: Sequence[BatchPurchase],
     *,
     new_members: Mapping[int, MemberContext] | None = None,
+    events: bool = True,
 ) -> list[Posting]:
     """Replay ``purchases`` in order in memory, one member state after the other, into ``booking``.
 
     The members are read once (and locked); ``new_members`` are members the same booking creates.
-    A purchase that cannot be booked raises :class:`Rejected` with its line.
+    A purchase that cannot be booked raises :class:`Rejected` with its line. ``events=False``: write
+    no events (history brought in by an import is not news to other systems).
     """
     if not purchases:
         return []
@@ -1130,6 +1212,7 @@ async def book_batch(
                 lot_id=lot_ids[i],
                 voucher_ids=voucher_ids,
                 budgets=spent,
+                events=events,
             )
         )
     counters.flush(booking, tenant_id, max(p.now for p in purchases))

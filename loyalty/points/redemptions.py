@@ -22,6 +22,7 @@ from loyalty.ledger import REDEEMED, Booking, Duplicate, Lot, reads, run
 from loyalty.ledger.store import Unit
 from loyalty.members.membership import CardRef, MemberView, view_of
 from loyalty.programs import tiers, versions
+from loyalty.storage import outbox
 from loyalty.storage.db import Database
 
 #: Longest redemption id a till may send.
@@ -196,6 +197,7 @@ async def _redeem_unit(
     )
     lots = await reads.available_lots(unit, tenant_id, member_id)
     draws = booking.draw(holder, lots, cost, counter=REDEEMED, cause="redemption", ref_id=redemption_id)
+    _event(booking, member_id, redemption_id, reward_code, cost, outlet_id, None, now)
     done = Redeemed(
         RedemptionResult(redemption_id, member_id, reward_code, cost, tuple(draws), holder.available),
         view_of(member),
@@ -336,6 +338,7 @@ async def _voucher_unit(
         redemption_id, tenant_id, member_id, row[0], 0, outlet_id, transaction_id, voucher_id, None, now
     )
     booking.insert("redemptions", redemption)
+    _event(booking, member_id, redemption_id, row[0], 0, outlet_id, voucher_id, now)
     booking.touch(member.holder)
     await unit.apply(booking)
     return RedemptionResult(redemption_id, member_id, row[0], 0, (), member.holder.available, voucher_id)
@@ -365,6 +368,26 @@ _DRAWS = (
     " JOIN point_lots l ON l.tenant_id = d.tenant_id AND l.id = d.lot_id"
     " WHERE d.tenant_id = $1 AND d.cause = 'redemption' AND d.ref_id = $2 ORDER BY d.id"
 )
+
+
+def _event(
+    booking: Booking,
+    member_id: int,
+    redemption_id: int,
+    reward: str,
+    cost: int,
+    outlet_id: int | None,
+    voucher_id: int | None,
+    now: datetime,
+) -> None:
+    data = {
+        "redemption_id": redemption_id,
+        "reward": reward,
+        "cost": cost,
+        "outlet_id": outlet_id,
+        "voucher_id": voucher_id,
+    }
+    booking.insert("events", outbox.row(booking.tenant_id, member_id, "redemption.created", data, at=now))
 
 
 async def _cancel_unit(
@@ -407,6 +430,8 @@ async def _cancel_unit(
     if restored != cost:
         raise Conflict(f"redemption {redemption_id} drew {restored} points, not its cost {cost}")
     booking.settle_debt(holder, list(lots.values()), cause="redemption_cancel", ref_id=redemption_id)
+    data = {"redemption_id": redemption_id, "points_returned": cost, "voucher_id": voucher_id}
+    booking.insert("events", outbox.row(tenant_id, member_id, "redemption.cancelled", data, at=now))
     booking.touch(holder)
     result = CancelResult(redemption_id, cost, holder.available)
     return await apply_answered(unit, booking, answer, result)

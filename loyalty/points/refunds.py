@@ -30,6 +30,7 @@ from loyalty.ledger import DEBT, ISSUED, Booking, Duplicate, Lot, reads, run
 from loyalty.ledger.store import Unit
 from loyalty.members.membership import MemberView, view_of
 from loyalty.programs import versions
+from loyalty.storage import outbox
 from loyalty.storage.db import Database
 
 
@@ -178,6 +179,14 @@ async def _refund_unit(
         )
         booking.update("transaction_items", by_line[line][0], add={"refunded_quantity": qty})
     booking.update("transactions", transaction_id, add={"points_refunded": points, "amount_refunded": amount})
+    data = {
+        "refund_id": refund_id,
+        "transaction_id": transaction_id,
+        "amount": amount,
+        "points": points,
+        "debt": debt,
+    }
+    booking.insert("events", outbox.row(tenant_id, holder.id, "purchase.refunded", data, at=now))
     await _take_stamps(
         unit,
         booking,

@@ -32,14 +32,14 @@ Minor = Field(description="Money in minor units of the program's currency (cents
 
 class PurchasePosted(_Data):
     transaction_id: int
-    outlet: str = Field(description="The outlet's code.")
+    outlet_id: int
     external_id: str = Field(description="The till's own receipt id.")
     occurred_at: datetime
     amount: int = Minor
     currency: str
     points: int
     pending_until: datetime | None = Field(description="When the points turn spendable (None: at once).")
-    program_version: int
+    program_version_id: int = Field(description="The program version that priced it (its id).")
 
 
 class PurchaseRefunded(_Data):
@@ -54,14 +54,14 @@ class RedemptionCreated(_Data):
     redemption_id: int
     reward: str
     cost: int = Field(description="Points paid (0 for a voucher).")
-    outlet: str | None
-    voucher_id: int | None
+    outlet_id: int | None
+    voucher_id: int | None = Field(description="The voucher used, for a voucher's reward.")
 
 
 class RedemptionCancelled(_Data):
     redemption_id: int
-    reward: str
     points_returned: int
+    voucher_id: int | None = Field(description="The voucher given back, for a voucher's reward.")
 
 
 class VoucherIssued(_Data):
