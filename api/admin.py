@@ -138,9 +138,10 @@ class AdminController(Controller):
         principal: Caller,
         db: Db,
         now: Now,
-        kind: FromPath[Literal["pending", "expiry", "tiers", "all"]],
+        kind: FromPath[Literal["pending", "expiry", "tiers", "reminders", "all"]],
     ) -> list[jobs.JobResult]:
-        """Run a job now: pending points become available, lots expire, tiers are re-evaluated."""
+        """Run a job now: pending points become available, lots expire, tiers are re-evaluated,
+        members are reminded of points about to expire (``all``: the four in that order)."""
         db, now, tenant = db, now, principal.tenant_id
         if kind == "pending":
             return [await jobs.release_pending(db, tenant, now=now)]
@@ -148,6 +149,8 @@ class AdminController(Controller):
             return [await jobs.expire_lots(db, tenant, now=now)]
         if kind == "tiers":
             return [await jobs.evaluate_tiers(db, tenant, now=now)]
+        if kind == "reminders":
+            return [await jobs.remind_expiring(db, tenant, now=now)]
         return await jobs.run_all(db, tenant, now=now)
 
     @get("/audit", operation_id="auditLedger")

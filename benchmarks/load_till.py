@@ -12,6 +12,8 @@ warning) serves, one after the other:
   about one session in ten redeem a reward (``POST /v1/till/redemptions``).
 * ``post``: the same API, posts only (a till that posts the scanned card's basket at once): the
   posting path against the one-insert baseline on equal terms, request for request.
+* ``bare``: ``post`` on a server started with ``LOYALTY_OUTBOX=off`` (postings write no events): what
+  the outbox costs a posting is ``post`` over ``bare`` (issue 15: within 10%).
 
 The load generator is closed-loop (``--concurrency`` keep-alive HTTP/1.1 connections, each waiting
 for its answer before the next request), hand-rolled on ``asyncio`` streams under uvloop because it
@@ -73,7 +75,7 @@ from rules import Item  # noqa: E402
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
 PROGRAM = (ROOT / "examples" / "kaffeehaus.yaml").read_text()
-SCENARIOS = ("ping", "insert", "till", "post")
+SCENARIOS = ("ping", "insert", "till", "post", "bare")
 #: The program's public_base_url: what the card QR codes hold before the token.
 BASE_URL = "https://bonus.example.com"
 T = TypeVar("T")
@@ -506,7 +508,7 @@ def make_sessions(codes: list[str]) -> dict[str, Session]:
         body = basket(t, t.rng.choice(codes))
         await timed(rec, "post", conn.request(b"POST", b"/v1/till/transactions", t.auth + key, body))
 
-    return {"ping": ping, "insert": insert, "till": till_session, "post": post_only}
+    return {"ping": ping, "insert": insert, "till": till_session, "post": post_only, "bare": post_only}
 
 
 @dataclass
@@ -620,7 +622,7 @@ def table(results: dict[tuple[str, int], Result], workers: list[int]) -> list[st
         ins, png = results.get(("insert", w)), results.get(("ping", w))
         ins_rate = ins.rate("POST /baskets") if ins else float("nan")
         ins_lat = ins.endpoints.get("POST /baskets", Endpoint()).latencies if ins else []
-        for scenario in ("post", "till"):
+        for scenario in ("post", "bare", "till"):
             r = results.get((scenario, w))
             if r is None:
                 continue
@@ -632,6 +634,13 @@ def table(results: dict[tuple[str, int], Result], workers: list[int]) -> list[st
                 f"{pct(post_lat, 0.99):>11.1f} | "
                 f"{ins_rate:>8.0f} | {pct(ins_lat, 0.99):>10.1f} | {posts / ins_rate:>12.2f} | "
                 f"{pct(post_lat, 0.99) / pct(ins_lat, 0.99):>14.2f} | {errors:>6}"
+            )
+    for w in workers:
+        post, bare = results.get(("post", w)), results.get(("bare", w))
+        if post and bare:
+            lines.append(
+                f"outbox, {w} worker(s): posts/s with events / without ="
+                f" {post.rate('post') / bare.rate('post'):.2f} (target >= 0.90)"
             )
     for scenario in ("post", "till"):
         one, two = results.get((scenario, 1)), results.get((scenario, 2))
@@ -675,6 +684,12 @@ async def run_scenarios(
                 [s for s in ("ping", "insert") if s in args.scenarios],
             ),
             (args.till_app, till_env, "/health", [s for s in ("till", "post") if s in args.scenarios]),
+            (
+                args.till_app,
+                till_env | {"LOYALTY_OUTBOX": "off"},
+                "/health",
+                ["bare"] if "bare" in args.scenarios else [],
+            ),
         ]
         for app, env, probe, scenarios in plan:
             if not scenarios:

@@ -1,4 +1,5 @@
-"""Batch jobs: pending points become available, lots expire, tiers are re-evaluated.
+"""Batch jobs: pending points become available, lots expire, tiers are re-evaluated, members are
+reminded of points about to expire.
 
 Each job is one locked unit of work of the ledger (:mod:`loyalty.ledger.sweeps` does the set-based
 work), is idempotent (a second run at the same ``as_of`` finds nothing to do) and is safe to run
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+from loyalty.events import reminders
 from loyalty.ledger import run, sweeps
 from loyalty.ledger.store import Unit
 from loyalty.programs import versions
@@ -82,10 +84,19 @@ async def evaluate_tiers(db: Database, tenant_id: int, *, now: datetime) -> JobR
     return result
 
 
+async def remind_expiring(db: Database, tenant_id: int, *, now: datetime) -> JobResult:
+    """``points.expiring`` events for consenting members whose points expire within the program's
+    reminder days (:mod:`loyalty.events.reminders`). It writes no ledger entries, so it has no run
+    in ``job_runs``: its ``run_id`` is 0."""
+    done = await reminders.remind_expiring(db, tenant_id, now=now)
+    return JobResult(0, "reminders", now, done.lots, done.points, done.members)
+
+
 async def run_all(db: Database, tenant_id: int, *, now: datetime) -> list[JobResult]:
-    """The nightly sequence: release, then expiry, then tiers."""
+    """The nightly sequence: release, then expiry, then tiers, then expiry reminders."""
     return [
         await release_pending(db, tenant_id, now=now),
         await expire_lots(db, tenant_id, now=now),
         await evaluate_tiers(db, tenant_id, now=now),
+        await remind_expiring(db, tenant_id, now=now),
     ]

@@ -448,7 +448,7 @@ def book(
         ctx.tier = new_tier
 
     issued = _stamp_cards(booking, counters, ctx, priced, transaction_id, now, voucher_ids)
-    if events:
+    if events and outbox.POSTING_EVENTS:
         _events(
             booking, ctx, priced, transaction_id, amount, points, state, pending_until, issued, new_tier, now
         )

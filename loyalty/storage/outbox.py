@@ -12,6 +12,7 @@ writer of such an event checks the member's ``marketing_consent`` in the same tr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,6 +22,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from loyalty.storage.models import Event
+
+#: ``LOYALTY_OUTBOX=off``: postings write no events. Only for measuring what the outbox costs a posting
+#: (``benchmarks/load_till.py`` runs the till's posts both ways in one run); never in a deployment.
+POSTING_EVENTS = os.environ.get("LOYALTY_OUTBOX", "on") != "off"
 
 
 class _Data(BaseModel):

@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
 import rules
 from loyalty.programs import versions
+from loyalty.storage import outbox
 from loyalty.storage.db import Database
-from loyalty.storage.models import Member, MemberFigures, SegmentMove, SegmentRun, Tenant
+from loyalty.storage.models import Event, Member, MemberFigures, SegmentMove, SegmentRun, Tenant
 from loyalty.value import figures as figures_
 from loyalty.value.figures import DEFAULTS, Figures, Settings
 
@@ -74,13 +76,16 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
                     Member.enrolled_at,
                     Member.tags,
                     Member.segment,
+                    Member.marketing_consent,
                 )
-                .where(Member.tenant_id == tenant_id)
+                # An erased or merged member is no longer profiled: their purchases stay in the books.
+                .where(Member.tenant_id == tenant_id, Member.state == "active")
                 .order_by(Member.id)
             )
         ).all()
     segment: dict[int, str] = {}
     moves: list[dict[str, object]] = []
+    events: list[dict[str, Any]] = []
     changed: dict[str, list[int]] = {}
     for m in members:
         member = rules.Member(
@@ -106,6 +111,9 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
                     "to_segment": name,
                 }
             )
+            if m.marketing_consent:  # a marketing event: only for members who said yes
+                data = {"from_segment": m.segment, "to_segment": name}
+                events.append(outbox.row(tenant_id, m.id, "member.segment_changed", data, at=now))
     rows = [
         {
             "tenant_id": tenant_id,
@@ -126,6 +134,7 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
             "segment": segment.get(f.member_id, ""),
         }
         for f in found
+        if f.member_id in segment
     ]
     async with db.write() as s:
         # One run of a tenant at a time: a second one waits here, then replaces this one's rows.
@@ -135,6 +144,8 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
             await s.execute(insert(MemberFigures), rows[i : i + CHUNK])
         for i in range(0, len(moves), CHUNK):
             await s.execute(insert(SegmentMove), moves[i : i + CHUNK])
+        for i in range(0, len(events), CHUNK):
+            await s.execute(insert(Event), events[i : i + CHUNK])
         for name, ids in changed.items():
             for i in range(0, len(ids), CHUNK):
                 await s.execute(

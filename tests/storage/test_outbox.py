@@ -4,7 +4,7 @@ each event follows its type's published schema, and a change that rolls back lea
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,12 +12,13 @@ from sqlalchemy import select, text
 
 from loyalty.members import membership
 from loyalty.ops import jobs
-from loyalty.points import adjustments, redemptions, refunds, transactions
+from loyalty.points import redemptions, refunds, transactions
+from loyalty.programs import versions
 from loyalty.storage import outbox
 from loyalty.storage.db import Database
 from loyalty.storage.models import Event, Transaction
 
-from .conftest import NOW, World, basket
+from .conftest import NOW, PROGRAM, World, basket, make_world
 from .helpers import member_with, post
 
 
@@ -211,3 +212,60 @@ def test_every_catalogued_type_has_a_schema_with_its_fields_described() -> None:
         assert entry["version"] >= 1 and entry["summary"], name
         assert entry["data"]["type"] == "object", name
     assert schemas["points.expiring"]["marketing"] and not schemas["purchase.posted"]["marketing"]
+
+
+async def _consent(db: Database, member_id: int) -> None:
+    from sqlalchemy import update
+
+    from loyalty.storage.models import Member
+
+    async with db.write() as s:
+        await s.execute(update(Member).where(Member.id == member_id).values(marketing_consent=True))
+
+
+REMINDING = PROGRAM.replace(
+    "points: {expire_after_months: 2, pending_days: 14, rounding: floor}",
+    "points: {expire_after_months: 2, pending_days: 14, rounding: floor, expiry_reminder_days: 10}",
+)
+
+
+async def test_expiry_reminders_go_once_and_only_to_consenting_members(db: Database) -> None:
+    """A marketing event: members who said yes get one reminder per expiry, ``days`` before it."""
+    world = await make_world(db, REMINDING)
+    yes = (await membership.create_member(db, world.tenant_id, now=NOW)).id
+    no = (await membership.create_member(db, world.tenant_id, now=NOW)).id
+    await _consent(db, yes)
+    for who in (yes, no):
+        await post(world, f"{who}-1", 20_000, who)
+        await post(world, f"{who}-2", 30_000, who)
+    # Lots of purchases on 2025-03-10 expire at the end of May (Europe/Berlin): 2025-05-31 22:00 UTC.
+    early = await jobs.remind_expiring(db, world.tenant_id, now=datetime(2025, 5, 1, tzinfo=UTC))
+    assert (early.members, early.points) == (0, 0)
+    due = datetime(2025, 5, 25, tzinfo=UTC)
+    first = await jobs.remind_expiring(db, world.tenant_id, now=due)
+    again = await jobs.remind_expiring(db, world.tenant_id, now=due + timedelta(days=1))
+    assert (first.members, first.lots, first.points) == (1, 2, 500)
+    assert (again.members, again.points) == (0, 0)
+    [(_, data)] = _checked(
+        [e for e in await _events(db, world.tenant_id, yes) if e.type == "points.expiring"]
+    )
+    assert data == {"points": 500, "expires_at": "2025-05-31T22:00:00+00:00", "days_before": 10}
+    assert not [e for e in await _events(db, world.tenant_id, no) if e.type == "points.expiring"]
+
+
+async def test_segment_changes_are_evented_for_consenting_members_only(world: World) -> None:
+    from loyalty.value import segments
+
+    yes = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
+    no = (await membership.create_member(world.db, world.tenant_id, now=NOW)).id
+    await _consent(world.db, yes)
+    program = PROGRAM + "segments:\n  - {name: shoppers, when: member.visits >= 1}\n"
+    await versions.create_version(world.db, world.tenant_id, program, actor="m", now=NOW - timedelta(days=1))
+    for who in (yes, no):
+        await post(world, f"s{who}", 2_000, who)
+    await segments.run(world.db, world.tenant_id, now=NOW + timedelta(hours=1))
+    changed = _checked([e for e in await _events(world.db, world.tenant_id) if e.type.startswith("member.")])
+    assert changed == [("member.segment_changed", {"from_segment": "", "to_segment": "shoppers"})]
+    assert [
+        e.member_id for e in await _events(world.db, world.tenant_id) if e.type.startswith("member.")
+    ] == [yes]
