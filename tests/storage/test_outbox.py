@@ -269,3 +269,13 @@ async def test_segment_changes_are_evented_for_consenting_members_only(world: Wo
     assert [
         e.member_id for e in await _events(world.db, world.tenant_id) if e.type.startswith("member.")
     ] == [yes]
+
+
+def test_the_event_catalogue_in_docs_is_current() -> None:
+    """docs/events.md is generated from the catalogue: a schema change shows up there or fails here."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+    assert path.read_text() == outbox.catalogue_markdown(), (
+        "docs/events.md is stale: python -m loyalty.storage.outbox > docs/events.md"
+    )
