@@ -20,6 +20,7 @@ from litestar.stores.memory import MemoryStore
 
 from api import context, openapi, problems
 from api.admin import AdminController, CardBatchController
+from api.accounts import AccountController
 from api.auth import KEY_CACHE_SECONDS, PUBLIC, ApiKeyAuthentication, KeyCache, Principal
 from api.customer import CustomerController
 from api.problems import redact_path
@@ -199,6 +200,7 @@ def create_app(
             CustomerValueController,
             CampaignController,
             AdminController,
+            AccountController,
             CardBatchController,
             DashboardController,
             WebController,

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from typer.exceptions import TyperException
 
 import rules
+from cli.accounts import account_app
 from cli.common import (
     ACTOR,
     CliError,
@@ -243,6 +244,7 @@ for _sub, _name in (
     (report_app, "report"),
     (segments_app, "segments"),
     (campaign_app, "campaign"),
+    (account_app, "account"),
 ):
     app.add_typer(_sub, name=_name)
 

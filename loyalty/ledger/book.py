@@ -10,7 +10,8 @@ writes the whole booking at once: on PostgreSQL as one statement.
 Balances only ever change through :meth:`Booking.move`: the change of a member's ``available``,
 ``pending`` and ``debt`` columns is the sum of the member-side moves, so the projection cannot drift
 from the entries. Lots only change through :meth:`issue_lot`, :meth:`draw`, :meth:`take`,
-:meth:`restore` and :meth:`reverse_expired`, each of which books the matching moves itself.
+:meth:`restore`, :meth:`reverse_expired` and :meth:`hand_over_lots` (a merge: lots change
+owner), each of which books the matching moves itself.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class Booking:
         #: Every lot this booking touched, by id: a lot read twice (say, a refund's own lot, then again
         #: among the member's lots) is one lot, whatever objects the operation holds.
         self._lots: dict[int, Lot] = {}
+        #: (table, from member, to member): rows of ``table`` that change owner (a merge), written
+        #: after the rest, set-based; only a locked unit writes them (see ``store``).
+        self.reassigned: list[tuple[str, int, int]] = []
+        #: member id -> (closed at, merged into): members closed by this booking (a merge's source).
+        self.closed: dict[int, tuple[datetime, int]] = {}
 
     # --- balances ------------------------------------------------------------------------------
 
@@ -215,6 +221,102 @@ class Booking:
             change.last_visit_at = at
         if tier is not None:
             change.tier, change.tier_since = tier, tier_since
+
+    def absorb(
+        self,
+        holder: Holder,
+        *,
+        visits: int,
+        last_visit_at: datetime | None,
+        tier: str | None = None,
+        tier_since: datetime | None = None,
+    ) -> None:
+        """Another account's visits added to the member's, its last visit if later, and a tier if one
+        is given (a merge: one person's visits counted once on the account that stays)."""
+        if visits < 0:
+            raise BookingError(f"member {holder.id}: cannot absorb {visits} visits")
+        change = self._member(holder)
+        change.visits += visits
+        if last_visit_at is not None and (
+            change.last_visit_at is None or last_visit_at > change.last_visit_at
+        ):
+            change.last_visit_at = last_visit_at
+        if tier is not None:
+            change.tier, change.tier_since = tier, tier_since
+
+    # --- one account into another (a merge) ------------------------------------------------------
+
+    def hand_over_lots(
+        self,
+        source: Holder,
+        target: Holder,
+        lots: Sequence[Lot],
+        *,
+        cause: str,
+        source_ref: int,
+        target_ref: int,
+    ) -> int:
+        """Every lot of ``source`` becomes ``target``'s, as it is: the same lot, purchase, pending and
+        expiry dates, and its draws stay its history (lots are not append-only, entries and draws
+        are). ``lots`` are the source's open lots (pending or available with points left); they must
+        hold all of its points, or the lots would no longer explain the balances. The balances move
+        by one balanced set per member under ``cause`` (source ``source_ref``, target ``target_ref``)
+        against ``program_adjusted``: the source's entries sum to nothing afterwards, the target's
+        explain the points it now holds. Returns the points moved.
+
+        The owner change itself is written set-based for all of the source's lots (spent and expired
+        ones too, so that a later refund of the source's purchase finds its own lot on the target).
+        """
+        if source.id == target.id:
+            raise BookingError(f"member {source.id} cannot hand over to itself")
+        mine = [self._one(lot) for lot in lots if lot.member_id == source.id]
+        available = sum(lot.remaining for lot in mine if lot.state == "available")
+        pending = sum(lot.remaining for lot in mine if lot.state == "pending")
+        if (available, pending) != (source.available, source.pending):
+            raise BookingError(
+                f"member {source.id}: lots hold {available} available and {pending} pending,"
+                f" the balances {source.available} and {source.pending}"
+            )
+        if target.available + target.pending + available + pending > MAX_BALANCE:
+            raise BalanceLimit(
+                f"member {target.id} would hold more than {MAX_BALANCE} points; nothing was booked"
+            )
+        moved = available + pending
+        self.move(source, cause, source_ref, {AVAILABLE: -available, PENDING: -pending, ADJUSTED: moved})
+        self.move(target, cause, target_ref, {AVAILABLE: available, PENDING: pending, ADJUSTED: -moved})
+        for lot in mine:
+            lot.member_id = target.id
+        self.reassigned.append(("point_lots", source.id, target.id))
+        return moved
+
+    def hand_over_debt(
+        self, source: Holder, target: Holder, *, cause: str, source_ref: int, target_ref: int
+    ) -> int:
+        """What ``source`` owes becomes ``target``'s debt (paid first from the target's points by a
+        :meth:`settle_debt` that follows); returns the debt moved."""
+        debt = source.debt
+        if debt <= 0:
+            return 0
+        self.move(source, cause, source_ref, {DEBT: debt, ADJUSTED: -debt})
+        self.move(target, cause, target_ref, {DEBT: -debt, ADJUSTED: debt})
+        return debt
+
+    def close(self, holder: Holder, *, at: datetime, merged_into: int) -> None:
+        """The member is merged into ``merged_into`` and closed: it must hold nothing by then."""
+        self._member(holder)  # its revision moves on: an operation that read it before is stale
+        if holder.available or holder.pending or holder.debt:
+            raise BookingError(f"member {holder.id} still holds points or debt: it cannot be closed")
+        self.closed[holder.id] = (at, merged_into)
+
+    def reassign(self, table: str, source_id: int, target_id: int) -> None:
+        """Every row of ``table`` owned by member ``source_id`` becomes ``target_id``'s (set-based,
+        after the rest of the booking). Entries, draws and lots never change owner this way: entries
+        and draws are append-only, lots move with :meth:`hand_over_lots`."""
+        if table in ("ledger_entries", "point_lots", "lot_draws", "members"):
+            raise BookingError(f"{table} rows do not change owner through reassign")
+        if source_id == target_id:
+            raise BookingError(f"member {source_id} cannot hand over to itself")
+        self.reassigned.append((table, source_id, target_id))
 
     # --- lots ----------------------------------------------------------------------------------
 
@@ -416,7 +518,15 @@ class Booking:
         return sums
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.members or self.lot_changes or self.updates or self.upserts)
+        return bool(
+            self.inserts
+            or self.members
+            or self.lot_changes
+            or self.updates
+            or self.upserts
+            or self.reassigned
+            or self.closed
+        )
 
 
 def merged(bookings: Sequence[Booking]) -> Booking | None:
@@ -426,6 +536,8 @@ def merged(bookings: Sequence[Booking]) -> Booking | None:
     out = Booking(first.tenant_id, first.at)
     for b in bookings:
         if b.tenant_id != first.tenant_id or b._new_members or out.members.keys() & b.members.keys():
+            return None
+        if b.reassigned or b.closed:  # written after the rest, by a locked unit only
             return None
         for table, rows in b.inserts.items():
             if not rows:
