@@ -24,6 +24,7 @@ from api.accounts import AccountController
 from api.auth import KEY_CACHE_SECONDS, PUBLIC, ApiKeyAuthentication, KeyCache, Principal
 from api.customer import CustomerController
 from api.problems import redact_path
+from api.members_data import CustomerConsentController, MembersDataController
 from api.programs import ProgramController
 from api.till import TillController
 from api.value import CampaignController, CustomerValueController
@@ -196,12 +197,14 @@ def create_app(
             ready,
             TillController,
             CustomerController,
+            CustomerConsentController,
             ProgramController,
             CustomerValueController,
             CampaignController,
             AdminController,
             AccountController,
             CardBatchController,
+            MembersDataController,
             DashboardController,
             WebController,
             STATIC,

@@ -43,6 +43,7 @@ from cli.common import (
     tenant_of,
     zone_of,
 )
+from cli.members import member_app
 from loyalty.admin import tenants
 from loyalty.cards.errors import CardError
 from loyalty.errors import LoyaltyError, NotFound
@@ -244,6 +245,7 @@ for _sub, _name in (
     (report_app, "report"),
     (segments_app, "segments"),
     (campaign_app, "campaign"),
+    (member_app, "member"),
     (account_app, "account"),
 ):
     app.add_typer(_sub, name=_name)
@@ -913,7 +915,13 @@ def audit_command(
         for code, r in reports:
             out.print(
                 f"tenant {code}: {r.members:,} members, {r.entries:,} entries, {r.lots:,} lots, "
-                f"{r.purchases:,} purchases re-evaluated: "
+                f"{r.purchases:,} purchases re-evaluated"
+                + (
+                    f" ({r.purchases_recorded:,} without basket detail: checked against recorded points)"
+                    if r.purchases_recorded
+                    else ""
+                )
+                + ": "
                 + ("[green]books are right[/]" if r.ok else f"[red]{len(r.findings)} check(s) failed[/]")
             )
             for f in r.findings:

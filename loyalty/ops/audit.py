@@ -9,7 +9,11 @@ What it checks, per tenant (each check is independent and lists what it found):
 * every lot's ``remaining`` equals ``earned`` less ``expired`` less its draws;
 * every stored purchase's points (total and per line) are reproduced by evaluating its basket again
   with its recorded program version and recorded inputs (the member and outlet as the engine saw
-  them), less nothing: refunds are recorded apart and do not change the booked points.
+  them), less nothing: refunds are recorded apart and do not change the booked points;
+* a purchase whose basket detail was purged (an erasure, the retention job) cannot be evaluated
+  again: its booked points are checked against what its evaluation recorded instead (the total, and
+  each line's points), and it counts among the purchases like any other; ``purchases_recorded``
+  says how many were checked that way.
 
 Reading is streamed page by page; nothing is written.
 """
@@ -70,7 +74,7 @@ _CHECKS = {
           AND (available < 0 OR pending < 0 OR debt < 0 OR (debt > 0 AND available > 0))""",
 }
 _PURCHASES = """
-    SELECT t.id, t.occurred_at, t.channel, t.points, t.evaluation, v.id, v.digest
+    SELECT t.id, t.occurred_at, t.channel, t.points, t.evaluation, v.id, v.digest, t.detail_purged_at
     FROM transactions t JOIN program_versions v ON v.id = t.program_version_id
     WHERE t.tenant_id = :t AND t.id > :after ORDER BY t.id LIMIT :n"""
 _ITEMS = """
@@ -93,6 +97,8 @@ class AuditReport:
     entries: int = 0
     lots: int = 0
     purchases: int = 0
+    #: Of ``purchases``: those whose detail was purged, checked against their recorded points.
+    purchases_recorded: int = 0
     findings: list[Finding] = field(default_factory=list)
     #: True when no check found anything.
     ok: bool = True
@@ -137,7 +143,13 @@ async def audit(
         lines: dict[int, list[Any]] = {}
         for row in items:
             lines.setdefault(row[0], []).append(row)
-        for tx_id, occurred_at, channel, points, evaluation, _, digest in page:
+        for tx_id, occurred_at, channel, points, evaluation, _, digest, purged_at in page:
+            if purged_at is not None:
+                report.purchases_recorded += 1
+                problem = _check_recorded(tx_id, points, evaluation, lines.get(tx_id, []))
+                if problem is not None:
+                    wrong.append(problem)
+                continue
             program = versions.cached(digest) or versions.checked(digest, documents[digest])
             problem = _recompute(
                 program, tx_id, _aware(occurred_at), channel, points, evaluation, lines.get(tx_id, [])
@@ -163,6 +175,22 @@ async def audit(
 def _aware(value: datetime | str) -> datetime:
     at = datetime.fromisoformat(value) if isinstance(value, str) else value
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _check_recorded(tx_id: int, points: int, evaluation: Any, lines: list[Any]) -> str | None:
+    """None when a purged purchase's booked points agree with what its evaluation recorded (its
+    total, and each line's points in order), else what differs."""
+    import json
+
+    recorded = json.loads(evaluation) if isinstance(evaluation, str) else evaluation or {}
+    if recorded.get("total") != points:
+        total = recorded.get("total")
+        return f"transaction {tx_id} (detail purged): booked {points} points, recorded {total}"
+    booked_lines = [r[7] for r in lines]
+    kept = [i.get("points") for i in recorded.get("items", ())]
+    if booked_lines != kept:
+        return f"transaction {tx_id} (detail purged): line points {booked_lines}, recorded {kept}"
+    return None
 
 
 def _recompute(
