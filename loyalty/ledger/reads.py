@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from loyalty.errors import NotFound
+from loyalty.errors import Conflict, NotFound
 from loyalty.ledger.book import Holder, Lot
 from loyalty.ledger.store import Unit
 
 _MEMBER = (
-    "SELECT id, tier, available, pending, debt, visits, last_visit_at, enrolled_at, tags, revision"
-    " FROM members WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    "SELECT id, tier, available, pending, debt, visits, last_visit_at, enrolled_at, tags, revision,"
+    " state, merged_into FROM members WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
 )
 _LOTS = (
     "SELECT id, member_id, state, remaining, expired, expires_at FROM point_lots"
@@ -46,11 +46,27 @@ async def owner(unit: Unit, table: str, tenant_id: int, row_id: int) -> int:
     return int(member_id)
 
 
-async def member(unit: Unit, tenant_id: int, member_id: int) -> MemberRow:
-    """The member's row, locked when the unit locks (otherwise its revision guards the write)."""
+class Closed(Conflict):
+    """The member was erased or merged into another: nothing new is booked for them (a refund of an
+    erased member's purchase still is: it reads the member with ``closed=True``)."""
+
+    def __init__(self, member_id: int, state: str, merged_into: int | None) -> None:
+        super().__init__(
+            f"member {member_id} was merged into member {merged_into}"
+            if state == "merged"
+            else f"member {member_id} was {state}"
+        )
+        self.merged_into = merged_into
+
+
+async def member(unit: Unit, tenant_id: int, member_id: int, *, closed: bool = False) -> MemberRow:
+    """The member's row, locked when the unit locks (otherwise its revision guards the write); an
+    erased or merged member raises :class:`Closed` unless ``closed``."""
     row = await unit.fetchrow(_MEMBER, tenant_id, member_id)
     if row is None:
         raise NotFound(f"member {member_id} not found")
+    if row[10] != "active" and not closed:
+        raise Closed(member_id, row[10], row[11])
     holder = Holder(row[0], row[2], row[3], row[4], None if unit.locked else row[9])
     return MemberRow(
         holder,

@@ -692,7 +692,7 @@ def _context_sql(
     tenant = p("tenant")
     columns = [
         "c.id", "c.state", "m.id", "m.tier", "m.available", "m.pending", "m.debt", "m.visits",
-        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision", "m.segment",
+        "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision", "m.segment", "m.state", "m.merged_into",
         f"(SELECT v.id FROM program_versions v WHERE v.tenant_id = {tenant} AND v.status = 'published'"
         f" AND v.valid_from <= {p('occurred_at')} ORDER BY v.valid_from DESC LIMIT 1)",
         "t.id",
@@ -795,10 +795,12 @@ async def _load(
     if row is None:
         return None
     (card_id, card_state, m_id, tier, available, pending, debt, visits, last_visit, enrolled, tags, revision,
-     segment, version_id, existing, qualifying, stamps, uses, day_uses,
+     segment, m_state, merged_into, version_id, existing, qualifying, stamps, uses, day_uses,
      i_hash, i_status, i_body, i_created, i_expires, tx_id, lot_id) = row  # fmt: skip
     if m_id is None:
         return _Loaded(None, card_state, card_id, version_id, existing, None, (None, None))  # type: ignore[arg-type]
+    if m_state not in (None, "active"):
+        raise reads.Closed(m_id, m_state, merged_into)
     day = local_day(receipt.occurred_at, program.zone)
     ctx = MemberContext(
         Holder(m_id, available, pending, debt, None if unit.locked else revision),
@@ -936,19 +938,31 @@ async def _post_unit(
 
 async def _lock_member(unit: Unit, tenant_id: int, receipt: Receipt) -> int | None:
     """Locked mode: the member's row locked first (None when the card has no member yet)."""
+    by = "id = $2" if receipt.card_id is not None else "number = $2"
     if receipt.member_id is not None:
         member_id: int | None = receipt.member_id
     else:
-        by = "id = $2" if receipt.card_id is not None else "number = $2"
         member_id = await unit.fetchval(
             f"SELECT member_id FROM cards WHERE tenant_id = $1 AND {by}",
             tenant_id,
             receipt.card_id if receipt.card_id is not None else receipt.card_number,
         )
-    if member_id is not None:
+    while member_id is not None:
         await unit.fetchval(
             "SELECT id FROM members WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant_id, member_id
         )
+        if receipt.member_id is not None:
+            break
+        # The card may have moved while this waited for the lock (a merge of its member commits
+        # first): lock the member it names now.
+        holder = await unit.fetchval(
+            f"SELECT member_id FROM cards WHERE tenant_id = $1 AND {by}",
+            tenant_id,
+            receipt.card_id if receipt.card_id is not None else receipt.card_number,
+        )
+        if holder == member_id:
+            break
+        member_id = holder
     return member_id
 
 
