@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install chromium demo test bench bench-load bench-import bench-value soak lint typecheck clean
+.PHONY: install chromium demo test bench bench-load bench-import bench-value bench-dispatch soak lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench: install
 
 bench-value: install
 	$(BIN)/python benchmarks/bench_value.py
+
+bench-dispatch: install
+	$(BIN)/python benchmarks/bench_dispatch.py
 
 bench-load: install
 	$(BIN)/python benchmarks/load_till.py

@@ -19,17 +19,18 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.stores.memory import MemoryStore
 
 from api import context, openapi, problems
-from api.admin import AdminController, CardBatchController
 from api.accounts import AccountController
+from api.admin import AdminController, CardBatchController
 from api.auth import KEY_CACHE_SECONDS, PUBLIC, ApiKeyAuthentication, KeyCache, Principal
 from api.customer import CustomerController
-from api.problems import redact_path
 from api.members_data import CustomerConsentController, MembersDataController
+from api.problems import redact_path
 from api.programs import ProgramController
 from api.till import TillController
 from api.value import CampaignController, CustomerValueController
 from api.web import STATIC, TEMPLATES, WebController
 from api.web_dashboard import DashboardController
+from api.webhooks import WebhookController, WebhookDeliveryController
 from loyalty.admin import access
 from loyalty.cards.secrets import Secrets, load_secrets
 from loyalty.storage.db import Database
@@ -205,6 +206,8 @@ def create_app(
             AccountController,
             CardBatchController,
             MembersDataController,
+            WebhookController,
+            WebhookDeliveryController,
             DashboardController,
             WebController,
             STATIC,

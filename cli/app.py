@@ -44,6 +44,7 @@ from cli.common import (
     zone_of,
 )
 from cli.members import member_app
+from cli.webhooks import dispatch, start_in_thread, webhooks_app
 from loyalty.admin import tenants
 from loyalty.cards.errors import CardError
 from loyalty.errors import LoyaltyError, NotFound
@@ -247,6 +248,7 @@ for _sub, _name in (
     (campaign_app, "campaign"),
     (member_app, "member"),
     (account_app, "account"),
+    (webhooks_app, "webhooks"),
 ):
     app.add_typer(_sub, name=_name)
 
@@ -703,6 +705,7 @@ class Job(StrEnum):
     pending = "pending"
     expiry = "expiry"
     tiers = "tiers"
+    reminders = "reminders"
     all = "all"
 
 
@@ -728,7 +731,8 @@ def jobs_run(
                 Job.pending: [jobs.release_pending],
                 Job.expiry: [jobs.expire_lots],
                 Job.tiers: [jobs.evaluate_tiers],
-                Job.all: [jobs.release_pending, jobs.expire_lots, jobs.evaluate_tiers],
+                Job.reminders: [jobs.remind_expiring],
+                Job.all: [jobs.release_pending, jobs.expire_lots, jobs.evaluate_tiers, jobs.remind_expiring],
             }[job]
             results = []
             with _progress(transient=True) as bar:
@@ -1100,6 +1104,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    dispatch_: Annotated[
+        bool, typer.Option("--dispatch", help="Also send webhooks (a dispatcher thread in this process).")
+    ] = False,
 ) -> None:
     """Run the HTTP API (and pages) with uvicorn; a new SQLite file is migrated first."""
     import uvicorn
@@ -1113,7 +1120,15 @@ def serve(
         upgrade(str(url))
     load_secrets()  # fail here, in one line, rather than in every worker
     out.print(f"serving on http://{host}:{port} (API docs at /schema/swagger)")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    halt = start_in_thread() if dispatch_ else None
+    try:
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    finally:
+        if halt is not None:
+            halt()
+
+
+app.command("dispatch")(dispatch)
 
 
 @app.command()

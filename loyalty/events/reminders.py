@@ -84,7 +84,7 @@ async def remind_expiring(db: Database, tenant_id: int, *, now: datetime) -> Rem
         }
         rows, lots, points = [], 0, 0
         for member_id, expires_at, remaining, count in due:
-            expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=now.tzinfo)
+            assert expires_at is not None  # the query asks for lots that expire
             if (member_id, expires_at) in sent:
                 continue
             data = {"points": int(remaining), "expires_at": expires_at, "days_before": days}
