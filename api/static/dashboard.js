@@ -41,7 +41,7 @@
     const target = $(id);
     target.replaceChildren(el("p", { class: "muted" }, "Loading…"));
     try {
-      draw(target, await L.api(path, { key }));
+      await draw(target, await L.api(path, { key }));
       target.dataset.loaded = "1";
     } catch (error) {
       if (error instanceof L.ApiError && error.status === 403) {
@@ -69,7 +69,53 @@
       panel("rules", `/v1/program/rule-points?${q}`, drawRules),
       panel("partners", `/v1/admin/reports/partners?${q}`, drawPartners),
       customers(),
+      panel("webhooks", "/v1/admin/webhooks", drawWebhooks),
     ]);
+  }
+
+  /** The delivery log: per endpoint, its latest deliveries with the last attempt's status and latency. */
+  async function drawWebhooks(target, endpoints) {
+    if (!endpoints.length) {
+      return target.replaceChildren(el("p", { class: "muted" }, "No endpoints yet: loyalty webhooks create URL, or POST /v1/admin/webhooks."));
+    }
+    const blocks = await Promise.all(
+      endpoints.map(async (e) => {
+        const deliveries = await L.api(`/v1/admin/webhooks/${e.id}/deliveries?limit=10`, { key });
+        const head = el(
+          "h3",
+          { class: "endpoint" },
+          `${e.url} `,
+          el("span", { class: `state ${e.state}` }, e.state),
+          el("span", { class: "muted small" }, ` · ${e.event_types.length ? e.event_types.join(", ") : "every event"}`)
+        );
+        if (!deliveries.length) return [head, el("p", { class: "muted" }, "Nothing sent yet.")];
+        const rows = deliveries.map((d) => [
+          new Date(d.created_at).toLocaleString(),
+          d.event_type,
+          String(d.member_id),
+          d.state === "dead" ? redeliverButton(d) : d.state,
+          L.points(d.attempts),
+          d.last_status === null ? d.last_error || "—" : String(d.last_status),
+          d.last_latency_ms === null ? "—" : `${d.last_latency_ms} ms`,
+        ]);
+        return [head, L.table(["Queued", "Event", "Member", "State", "Attempts", "Last answer", "Latency"], rows, [4, 6])];
+      })
+    );
+    target.replaceChildren(...blocks.flat());
+  }
+
+  function redeliverButton(d) {
+    const button = el("button", { class: "btn small", type: "button", title: d.last_error || "" }, "dead · send again");
+    L.action(button, async () => {
+      try {
+        await L.api(`/v1/admin/webhook-deliveries/${d.id}/redelivery`, { key, method: "POST" });
+        say(`Delivery ${d.id} is queued again.`, "ok");
+      } catch (error) {
+        return say(L.describe(error));
+      }
+      await panel("webhooks", "/v1/admin/webhooks", drawWebhooks);
+    });
+    return button;
   }
 
   async function customers() {

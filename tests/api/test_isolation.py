@@ -8,6 +8,7 @@ its rows fails ``test_every_endpoint_is_in_the_matrix``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pytest
 from loyalty.cards.secrets import Secrets
 from loyalty.cards.tokens import sign_token
 
-from .conftest import PROGRAM, Api, scan_url
+from .conftest import PROGRAM, Api, Tenant, scan_url
 from .helpers import Seed, assert_problem, idem, open_world, period, purchase, seed, snapshot
 
 ADMIN, MARKETER, CASHIER = "admin", "marketer", "cashier"
@@ -84,6 +85,23 @@ ROLES: dict[Endpoint, frozenset[str] | str] = {
     ("GET", "/v1/customers/value"): frozenset({MARKETER, ADMIN}),
     ("GET", "/v1/campaigns"): frozenset({MARKETER, ADMIN}),
     ("GET", "/v1/campaigns/{rule}/lift"): frozenset({MARKETER, ADMIN}),
+    ("GET", "/v1/admin/members/{member_id}/consent"): frozenset({ADMIN}),
+    ("PUT", "/v1/admin/members/{member_id}/consent"): frozenset({ADMIN}),
+    ("GET", "/v1/admin/members/{member_id}/export"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/members/{member_id}/erasure"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/privacy/retention"): frozenset({ADMIN}),
+    ("PUT", "/v1/cards/{token}/consent"): CUSTOMER,
+    ("POST", "/v1/admin/members/{member_id}/merge"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/cards/{number}/replacement"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/webhooks"): frozenset({ADMIN}),
+    ("GET", "/v1/admin/webhooks"): frozenset({ADMIN}),
+    ("GET", "/v1/admin/webhooks/{endpoint_id}"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/rotation"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/disable"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/enable"): frozenset({ADMIN}),
+    ("GET", "/v1/admin/webhooks/{endpoint_id}/deliveries"): frozenset({ADMIN}),
+    ("GET", "/v1/admin/webhook-deliveries/{delivery_id}"): frozenset({ADMIN}),
+    ("POST", "/v1/admin/webhook-deliveries/{delivery_id}/redelivery"): frozenset({ADMIN}),
 }
 
 KEYED = sorted(e for e, roles in ROLES.items() if isinstance(roles, frozenset))
@@ -244,7 +262,151 @@ SAMPLES: dict[Endpoint, Callable[[Api, Seed], Call]] = {
     ("GET", "/v1/customers/value"): lambda api, s: ("GET", "/v1/customers/value", {}),
     ("GET", "/v1/campaigns"): lambda api, s: ("GET", "/v1/campaigns", {}),
     ("GET", "/v1/campaigns/{rule}/lift"): lambda api, s: ("GET", "/v1/campaigns/welcome-back/lift", {}),
+    ("GET", "/v1/admin/members/{member_id}/consent"): lambda api, s: (
+        "GET",
+        f"/v1/admin/members/{s.member_id}/consent",
+        {},
+    ),
+    ("PUT", "/v1/admin/members/{member_id}/consent"): lambda api, s: (
+        "PUT",
+        f"/v1/admin/members/{s.member_id}/consent",
+        {"json": {"marketing": True, "source": "admin"}},
+    ),
+    ("GET", "/v1/admin/members/{member_id}/export"): lambda api, s: (
+        "GET",
+        f"/v1/admin/members/{s.member_id}/export",
+        {},
+    ),
+    # The seed is fresh for each endpoint's own-role test: erasing or merging its member is harmless.
+    ("POST", "/v1/admin/members/{member_id}/erasure"): lambda api, s: (
+        "POST",
+        f"/v1/admin/members/{s.member_id}/erasure",
+        {},
+    ),
+    ("POST", "/v1/admin/privacy/retention"): lambda api, s: ("POST", "/v1/admin/privacy/retention", {}),
+    ("PUT", "/v1/cards/{token}/consent"): lambda api, s: (
+        "PUT",
+        f"/v1/cards/{s.token}/consent",
+        {"json": {"marketing": True}},
+    ),
+    ("POST", "/v1/admin/members/{member_id}/merge"): lambda api, s: (
+        "POST",
+        f"/v1/admin/members/{s.member_id}/merge",
+        {"json": {"into": api.a.member_id}},
+    ),
+    ("POST", "/v1/admin/cards/{number}/replacement"): lambda api, s: (
+        "POST",
+        f"/v1/admin/cards/{s.number}/replacement",
+        {"json": {}},
+    ),
+    ("POST", "/v1/admin/webhooks"): lambda api, s: (
+        "POST",
+        "/v1/admin/webhooks",
+        {"json": {"url": HOOK_URL, "event_types": ["purchase.posted"]}},
+    ),
+    ("GET", "/v1/admin/webhooks"): lambda api, s: ("GET", "/v1/admin/webhooks", {}),
+    ("GET", "/v1/admin/webhooks/{endpoint_id}"): lambda api, s: (
+        "GET",
+        f"/v1/admin/webhooks/{_webhook(api, api.a)}",
+        {},
+    ),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/rotation"): lambda api, s: (
+        "POST",
+        f"/v1/admin/webhooks/{_webhook(api, api.a)}/rotation",
+        {},
+    ),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/disable"): lambda api, s: (
+        "POST",
+        f"/v1/admin/webhooks/{_webhook(api, api.a)}/disable",
+        {},
+    ),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/enable"): lambda api, s: (
+        "POST",
+        f"/v1/admin/webhooks/{_webhook(api, api.a)}/enable",
+        {},
+    ),
+    ("GET", "/v1/admin/webhooks/{endpoint_id}/deliveries"): lambda api, s: (
+        "GET",
+        f"/v1/admin/webhooks/{_webhook(api, api.a)}/deliveries",
+        {},
+    ),
+    ("GET", "/v1/admin/webhook-deliveries/{delivery_id}"): lambda api, s: (
+        "GET",
+        f"/v1/admin/webhook-deliveries/{_delivery(api, api.a)}",
+        {},
+    ),
+    ("POST", "/v1/admin/webhook-deliveries/{delivery_id}/redelivery"): lambda api, s: (
+        "POST",
+        f"/v1/admin/webhook-deliveries/{_delivery_to_redeliver(api)}/redelivery",
+        {},
+    ),
 }
+
+
+def _delivery_to_redeliver(api: Api) -> int:
+    """One of A's deliveries that may be sent again: a pending one may not (409), so mark it dead."""
+    delivery = _delivery(api, api.a)
+    asyncio.run(_dead(api.url, delivery))
+    return delivery
+
+
+async def _dead(url: str, delivery_id: int) -> None:
+    from sqlalchemy import update
+
+    from loyalty.storage.db import Database
+    from loyalty.storage.models import WebhookDelivery
+
+    db = Database.from_url(url)
+    try:
+        async with db.write() as s:
+            await s.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(state="dead")
+            )
+    finally:
+        await db.dispose()
+
+
+#: A public address (no DNS needed): the guard refuses private ones, and nothing is sent in these tests.
+HOOK_URL = "https://93.184.216.34/hook"
+
+
+def _webhook(api: Api, t: Tenant) -> int:
+    """The id of one of tenant ``t``'s webhook endpoints (created the first time it is asked for)."""
+    found = api.client.get("/v1/admin/webhooks", headers=t.headers(ADMIN)).json()
+    if found:
+        return int(found[-1]["id"])
+    r = api.client.post("/v1/admin/webhooks", json={"url": HOOK_URL}, headers=t.headers(ADMIN))
+    assert r.status_code == 201, r.text
+    return int(r.json()["endpoint"]["id"])
+
+
+async def _evented(url: str, tenant_id: int, member_id: int) -> None:
+    """An event of the member, fanned out to the tenant's endpoints (no balance or card changes)."""
+    from loyalty.events.dispatcher import Dispatcher
+    from loyalty.storage import outbox
+    from loyalty.storage.db import Database
+
+    db = Database.from_url(url)
+    try:
+        now = datetime.now(UTC) + timedelta(seconds=1)
+        async with db.write() as s:
+            data = {"marketing": False, "source": "test"}
+            await outbox.record(s, tenant_id, member_id, "member.consent_changed", data, at=now)
+        async with Dispatcher(db) as d:
+            await d.fan_out()
+    finally:
+        await db.dispose()
+
+
+def _delivery(api: Api, t: Tenant) -> int:
+    """The id of one of tenant ``t``'s webhook deliveries (an endpoint and an event made the first time)."""
+    endpoint = _webhook(api, t)
+    path = f"/v1/admin/webhooks/{endpoint}/deliveries"
+    found = api.client.get(path, headers=t.headers(ADMIN)).json()
+    if not found:
+        asyncio.run(_evented(api.url, t.id, t.member_id))
+        found = api.client.get(path, headers=t.headers(ADMIN)).json()
+    return int(found[0]["id"])
 
 
 def _batch_of(api: Api, s: Seed) -> int:
@@ -322,6 +484,12 @@ def _check_keys(api: Api, b: Seed, r: Any) -> None:
 
 def _check_created(api: Api, b: Seed, r: Any) -> None:
     assert r.status_code in (200, 201), r.text
+
+
+def _check_no_foreign_webhooks(api: Api, b: Seed, r: Any) -> None:
+    assert r.status_code == 200, r.text
+    theirs = {e["id"] for e in api.client.get("/v1/admin/webhooks", headers=api.b.headers(ADMIN)).json()}
+    assert theirs and not theirs & {e["id"] for e in r.json()}
 
 
 def _check_liability(api: Api, b: Seed, r: Any) -> None:
@@ -565,6 +733,119 @@ ISOLATION: list[Case] = [
         ),
     ),
     # admin: B's member, cards, keys, partner and outlet
+    # webhooks: B's endpoints and deliveries are not found, A's list shows none of them
+    Case(
+        "webhook-create",
+        E["POST", "/v1/admin/webhooks"],
+        ADMIN,
+        lambda w: ("POST", "/v1/admin/webhooks", {"json": {"url": HOOK_URL}}),
+        check=_check_created,
+    ),
+    Case(
+        "webhook-list",
+        E["GET", "/v1/admin/webhooks"],
+        ADMIN,
+        lambda w: ("GET", "/v1/admin/webhooks", {}),
+        check=_check_no_foreign_webhooks,
+        prepare=lambda w: _webhook(w.api, w.api.b) and None,
+    ),
+    *(
+        Case(
+            f"webhook-{name}",
+            E[method, f"/v1/admin/webhooks/{{endpoint_id}}{suffix}"],
+            ADMIN,
+            lambda w, method=method, suffix=suffix: (
+                method,
+                f"/v1/admin/webhooks/{_webhook(w.api, w.api.b)}{suffix}",
+                {},
+            ),
+        )
+        for name, method, suffix in (
+            ("get", "GET", ""),
+            ("rotate", "POST", "/rotation"),
+            ("disable", "POST", "/disable"),
+            ("enable", "POST", "/enable"),
+            ("deliveries", "GET", "/deliveries"),
+        )
+    ),
+    Case(
+        "webhook-delivery",
+        E["GET", "/v1/admin/webhook-deliveries/{delivery_id}"],
+        ADMIN,
+        lambda w: ("GET", f"/v1/admin/webhook-deliveries/{_delivery(w.api, w.api.b)}", {}),
+    ),
+    Case(
+        "webhook-redelivery",
+        E["POST", "/v1/admin/webhook-deliveries/{delivery_id}/redelivery"],
+        ADMIN,
+        lambda w: ("POST", f"/v1/admin/webhook-deliveries/{_delivery(w.api, w.api.b)}/redelivery", {}),
+    ),
+    # members' data and accounts: B's member, card and token are not found
+    Case(
+        "consent-read",
+        E["GET", "/v1/admin/members/{member_id}/consent"],
+        ADMIN,
+        lambda w: ("GET", f"/v1/admin/members/{w.b.member_id}/consent", {}),
+    ),
+    Case(
+        "consent-set",
+        E["PUT", "/v1/admin/members/{member_id}/consent"],
+        ADMIN,
+        lambda w: (
+            "PUT",
+            f"/v1/admin/members/{w.b.member_id}/consent",
+            {"json": {"marketing": True, "source": "admin"}},
+        ),
+    ),
+    Case(
+        "export",
+        E["GET", "/v1/admin/members/{member_id}/export"],
+        ADMIN,
+        lambda w: ("GET", f"/v1/admin/members/{w.b.member_id}/export", {}),
+    ),
+    Case(
+        "erasure",
+        E["POST", "/v1/admin/members/{member_id}/erasure"],
+        ADMIN,
+        lambda w: ("POST", f"/v1/admin/members/{w.b.member_id}/erasure", {}),
+    ),
+    Case(
+        "retention",
+        E["POST", "/v1/admin/privacy/retention"],
+        ADMIN,
+        lambda w: ("POST", "/v1/admin/privacy/retention", {}),
+        check=_check_created,
+    ),
+    Case(
+        "customer-consent-foreign-ring",
+        E["PUT", "/v1/cards/{token}/consent"],
+        None,
+        lambda w: ("PUT", f"/v1/cards/{w.a_ring_token()}/consent", {"json": {"marketing": True}}),
+    ),
+    Case(
+        "merge-foreign-source",
+        E["POST", "/v1/admin/members/{member_id}/merge"],
+        ADMIN,
+        lambda w: ("POST", f"/v1/admin/members/{w.b.member_id}/merge", {"json": {"into": w.api.a.member_id}}),
+    ),
+    Case(
+        "merge-into-foreign",
+        E["POST", "/v1/admin/members/{member_id}/merge"],
+        ADMIN,
+        lambda w: ("POST", f"/v1/admin/members/{w.api.a.member_id}/merge", {"json": {"into": w.b.member_id}}),
+    ),
+    Case(
+        "replace-foreign-card",
+        E["POST", "/v1/admin/cards/{number}/replacement"],
+        ADMIN,
+        lambda w: ("POST", f"/v1/admin/cards/{w.b.number}/replacement", {"json": {}}),
+    ),
+    Case(
+        "replace-with-foreign-blank",
+        E["POST", "/v1/admin/cards/{number}/replacement"],
+        ADMIN,
+        lambda w: ("POST", f"/v1/admin/cards/{w.api.a.card}/replacement", {"json": {"new_card": w.b.blank}}),
+    ),
     Case(
         "member",
         E["GET", "/v1/admin/members/{member_id}"],

@@ -378,3 +378,71 @@ def test_the_customer_value_view_and_a_campaigns_lift(open_page: Any, site: Site
     assert "held out" in lift.inner_text("#lift-meta")
     screenshot(lift, "campaign-lift")
     assert lift.js_errors == []
+
+
+async def _webhook_log(url: str, secrets: Any) -> Tenant:
+    """A tenant with one endpoint (a public address; nothing is sent in this test), a purchase's event
+    fanned out to it, and that delivery dead after its retries: what the delivery log shows."""
+    from sqlalchemy import update
+
+    import rules
+    from loyalty.events import endpoints
+    from loyalty.members import membership
+    from loyalty.points import transactions
+    from loyalty.storage.db import Database
+    from loyalty.storage.models import WebhookDelivery
+
+    now = datetime.now(UTC)
+    t = await build_tenant(url, secrets, "hooks", card_prefix="6055", valid_from=now - timedelta(days=10))
+    db = Database.from_url(url)
+    try:
+        await endpoints.create_endpoint(
+            db, t.id, "https://93.184.215.14/hooks", actor="test", now=now - timedelta(minutes=5)
+        )
+        member = (await membership.create_member(db, t.id, now=now)).id
+        await transactions.post_transaction(
+            db,
+            t.id,
+            outlet_id=t.outlet_id,
+            external_id="w1",
+            occurred_at=now,
+            items=(rules.Item("LATTE", 450, 1, "coffee"),),
+            member_id=member,
+            now=now,
+        )
+        from loyalty.events.dispatcher import Dispatcher, Settings
+
+        async with Dispatcher(db, Settings(allow_private=False)) as d:
+            await d.fan_out()
+        async with db.write() as s:
+            await s.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.tenant_id == t.id)
+                .values(state="dead", attempts=9, last_status=503, last_error="HTTP 503")
+            )
+    finally:
+        await db.dispose()
+    return t
+
+
+def test_the_dashboard_shows_the_webhook_delivery_log_and_redelivers(open_page: Any, site: Site) -> None:
+    """Each endpoint with its latest deliveries (event, state, attempts, last answer); a dead one is
+    sent again from the page."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright keeps an event loop in this thread
+        tenant = pool.submit(asyncio.run, _webhook_log(site.database_url, site.secrets)).result()
+    page = open_page("/dashboard", DESK, key_slot="dashboard", secret=tenant.keys["admin"])
+    page.wait_for_selector("#webhooks table")
+    log = page.inner_text("#webhooks")
+    assert "https://93.184.215.14/hooks" in log and "purchase.posted" in log and "503" in log
+    dead = page.locator("#webhooks button:has-text('send again')")
+    before = dead.count()
+    assert before >= 1  # the purchase's event, and whatever else the setup evented
+    dead.first.click()
+    page.wait_for_selector("#notice:has-text('queued again')")
+    page.wait_for_selector("#webhooks td:has-text('pending')")
+    assert dead.count() == before - 1
+    _fits(page, DESK)
+    screenshot(page, "dashboard-webhooks")
+    assert page.js_errors == []
