@@ -101,7 +101,10 @@ class PinnedTransport(httpx.AsyncBaseTransport):
                 conn.writer.write(message)
                 await conn.writer.drain()
                 status, headers = await self._read_head(conn, request)
-            content, reusable = await self._read_body(conn, headers, request)
+            if status in (204, 304) or 100 <= status < 200:
+                content, reusable = b"", True  # no body, whatever the headers say (RFC 9112, 6.3)
+            else:
+                content, reusable = await self._read_body(conn, headers, request)
         except BaseException:
             conn.close()
             raise

@@ -103,6 +103,8 @@ async def test_the_transport_refuses_what_the_guard_refuses() -> None:
             True,
         ),
         (b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n", b"", True),
+        # No framing at all: a 204 has no body (RFC 9112, 6.3), so nothing is waited for.
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b"", True),
         (b"HTTP/1.1 500 Oops\r\ncontent-length: 4\r\nconnection: close\r\n\r\nfail", b"fail", False),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100000, b"x" * 64, False),
         (
