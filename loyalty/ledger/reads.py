@@ -78,6 +78,22 @@ async def member(unit: Unit, tenant_id: int, member_id: int, *, closed: bool = F
     )
 
 
+async def owner_member(
+    unit: Unit, table: str, tenant_id: int, row_id: int, *, closed: bool = False
+) -> MemberRow:
+    """The member a purchase or a redemption belongs to, read (and locked) as :func:`member` does. A
+    merge may move the row to another member while this waits for the first member's lock: then the
+    member that holds it now is read instead."""
+    holder = await owner(unit, table, tenant_id, row_id)
+    row = await member(unit, tenant_id, holder, closed=True)
+    moved = await owner(unit, table, tenant_id, row_id)
+    if moved != holder:
+        row = await member(unit, tenant_id, moved, closed=True)
+    if not closed:
+        await member(unit, tenant_id, row.holder.id)  # raises Closed for an erased or merged member
+    return row
+
+
 async def available_lots(unit: Unit, tenant_id: int, member_id: int) -> list[Lot]:
     """The member's lots with points to spend (draws take them nearest expiry first)."""
     rows = await unit.fetch(_LOTS, tenant_id, member_id)

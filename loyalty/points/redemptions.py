@@ -393,10 +393,9 @@ def _event(
 async def _cancel_unit(
     tenant_id: int, redemption_id: int, now: datetime, answer: Answer | None, unit: Unit
 ) -> CancelResult:
-    owner = await reads.owner(unit, "redemptions", tenant_id, redemption_id)
     # The member first (its lock, or its revision), then the redemption's state: a cancellation that
     # commits in between moves the member's revision on, so this one cannot restore the points twice.
-    member = await reads.member(unit, tenant_id, owner)
+    member = await reads.owner_member(unit, "redemptions", tenant_id, redemption_id)
     row = await unit.fetchrow(_REDEMPTION, tenant_id, redemption_id)
     assert row is not None
     member_id, status, created_at, cost, voucher_id = row

@@ -109,11 +109,10 @@ async def _refund_unit(
     answer: Answer | None,
     unit: Unit,
 ) -> Refunded:
-    owner = await reads.owner(unit, "transactions", tenant_id, transaction_id)
     # The member first (its lock, or its revision), then what was refunded so far: a refund that
     # commits in between moves the member's revision on, so this one is written on fresh figures.
     # An erased member's purchase is still returnable: the books need the refund.
-    member = await reads.member(unit, tenant_id, owner, closed=True)
+    member = await reads.owner_member(unit, "transactions", tenant_id, transaction_id, closed=True)
     head = await unit.fetchrow(_TRANSACTION, tenant_id, transaction_id)
     assert head is not None
     if answer is not None:

@@ -7,6 +7,7 @@ built beforehand through the domain services in a separate event loop.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,6 +126,10 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Secrets:
 
 
 _counter = iter(range(1, 10**6))
+#: This module is imported twice in one run: by pytest for tests/api, and as ``tests.api.conftest`` by
+#: the folders that reuse its app (tests/accounts, tests/events). Each import counts from 1, so the
+#: tenant codes also carry the import's own mark, or two would create tenant "a1" in one database.
+_IMPORT = uuid.uuid4().hex[:6]
 
 
 @dataclass
@@ -139,9 +144,9 @@ class Api:
 def api(database_url: str, secrets: Secrets) -> Iterator[Api]:
     """A running app on one database, with two fresh tenants A and B."""
     n = next(_counter)
-    a = asyncio.run(build_tenant(database_url, secrets, f"a{n}"))
+    a = asyncio.run(build_tenant(database_url, secrets, f"a{n}-{_IMPORT}"))
     # Another card prefix: B's printed numbers must never also be valid numbers of A.
-    b = asyncio.run(build_tenant(database_url, secrets, f"b{n}", card_prefix="6099"))
+    b = asyncio.run(build_tenant(database_url, secrets, f"b{n}-{_IMPORT}", card_prefix="6099"))
     app = create_app(database_url=database_url, secrets=secrets, key_cache_seconds=0, rate_limit=10_000)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, a, b, database_url)

@@ -37,9 +37,10 @@ def test_jobs_release_pending_points_as_of_a_date(history: Path, cli: Cli) -> No
 
 
 def test_jobs_run_all_expires_old_lots(history: Path, cli: Cli) -> None:
-    """`jobs run all` releases, expires (12 months, end of month) and evaluates tiers, with a summary each."""
+    """`jobs run all` releases, expires (12 months, end of month), evaluates tiers and sends expiry
+    reminders, with a summary each."""
     done = ok(cli("jobs", "run", "all", "--as-of", "2026-04-01"))
-    assert [line.split()[1] for line in done.out.splitlines()] == ["release", "expiry", "tiers"]
+    assert [line.split()[1] for line in done.out.splitlines()] == ["release", "expiry", "tiers", "reminders"]
     assert count(history, "point_lots", "state = 'expired'") == 2
     assert "2 lots, 17 points" in done.out.splitlines()[1]
 

@@ -229,7 +229,9 @@ def programs(draw: Any) -> dict[str, Any]:
             else:
                 rule["valid_from"] = f"{start.isoformat()}T{draw(st.integers(0, 23)):02d}:30:00+01:00"
             if draw(st.booleans()):
-                rule["valid_until"] = (start + timedelta(days=draw(st.integers(1, 200)))).isoformat()
+                # Two days on at least: a date is local midnight in the program's zone, which one day
+                # after a late valid_from (23:30+01:00) can still lie before it (Asia/Kolkata).
+                rule["valid_until"] = (start + timedelta(days=draw(st.integers(2, 200)))).isoformat()
         if draw(st.integers(0, 5)) == 0:
             rule["partners"] = draw(st.lists(st.sampled_from(PARTNERS), min_size=1, max_size=2, unique=True))
         if draw(st.integers(0, 5)) == 0:
