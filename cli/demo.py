@@ -25,6 +25,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 import rules
+from cli import demo_events
 from loyalty.admin import access, tenants
 from loyalty.calendar import add_months, local_month, month_start
 from loyalty.cards.numbers import format_card_number
@@ -146,9 +147,12 @@ async def run(
         world = await _setup(db, cfg, now, out)
         out.rule("[bold]2. Eighteen months of history")
         await _history(db, cfg, world, now, out)
-        out.rule("[bold]3. One day at the till")
-        await _till(db, cfg, world, secrets, now, out, show_posting)
-        out.rule("[bold]4. Reports and access")
+        async with demo_events.receiving() as (receiver, hook_url):
+            await demo_events.subscribe(db, world.tenant_id, hook_url, receiver, now)
+            out.rule("[bold]3. One day at the till")
+            await _till(db, cfg, world, secrets, now, out, show_posting)
+            out.rule("[bold]4. Reports, events and access")
+            await demo_events.deliver(db, receiver, out)
         liability = await reports.liability(db, world.tenant_id)
         out.print(
             f"Liability: [bold]{liability.net:,}[/] points owed to {liability.members:,} members "
@@ -164,6 +168,7 @@ async def run(
             "same points"
         )
         await _customers(db, world, now, out)
+        await demo_events.erase_one(db, world.tenant_id, await _someone_else(db, world), now, out, checked)
         keys = {}
         for role in ("admin", "marketer", "cashier"):
             outlet = world.outlets["cafe-altstadt"] if role == "cashier" else None
@@ -181,6 +186,27 @@ async def run(
     finally:
         await db.dispose()
     _serve_hint(cfg, out, keys, world)
+
+
+async def _someone_else(db: Database, world: _World) -> int:
+    """A member with purchases who is not the one the till day and the customer page show."""
+    shown = set(world.cards[:1])
+    async with db.read() as s:
+        rows = (
+            await s.execute(
+                select(Card.number, Card.member_id)
+                .where(
+                    Card.tenant_id == world.tenant_id,
+                    Card.state == "active",
+                    Card.member_id.in_(
+                        select(Transaction.member_id).where(Transaction.tenant_id == world.tenant_id)
+                    ),
+                )
+                .order_by(Card.member_id.desc())
+                .limit(5)
+            )
+        ).all()
+    return next(int(m) for n, m in rows if n not in shown and m is not None)
 
 
 async def _customers(db: Database, world: _World, now: datetime, out: Console) -> None:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
-from tests.storage.conftest import NOW, PROGRAM, SETUP, make_world
 
 import rules
 from loyalty.admin import tenants
@@ -19,6 +18,7 @@ from loyalty.points import adjustments, redemptions, transactions
 from loyalty.storage.db import Database
 from loyalty.storage.models import Event, WebhookDelivery, WebhookEndpoint
 from loyalty.value import segments
+from tests.storage.conftest import NOW, PROGRAM, SETUP, make_world
 
 __all__ = [
     "NOW",
