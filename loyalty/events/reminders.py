@@ -68,20 +68,20 @@ async def remind_expiring(db: Database, tenant_id: int, *, now: datetime) -> Rem
         ).all()
         if not due:
             return Reminded(0, 0, 0)
-        # Reminders already written for these expiries: they were written at most ``days`` before
-        # their expiry, so only that stretch of the members' events is read.
-        sent = {
-            (member_id, datetime.fromisoformat(data["expires_at"]))
-            for member_id, data in (
-                await s.execute(
-                    select(Event.member_id, Event.data).where(
-                        Event.tenant_id == tenant_id,
-                        Event.type == "points.expiring",
-                        Event.occurred_at > now - timedelta(days=days + 1),
-                    )
+        # Reminders already written for these expiries, read by member (the events' index): they
+        # were written at most ``days`` before their expiry.
+        members = sorted({member_id for member_id, *_ in due})
+        sent: set[tuple[int, datetime]] = set()
+        for i in range(0, len(members), CHUNK):
+            found = await s.execute(
+                select(Event.member_id, Event.data).where(
+                    Event.tenant_id == tenant_id,
+                    Event.member_id.in_(members[i : i + CHUNK]),
+                    Event.type == "points.expiring",
+                    Event.occurred_at > now - timedelta(days=days + 1),
                 )
-            ).all()
-        }
+            )
+            sent |= {(m, datetime.fromisoformat(data["expires_at"])) for m, data in found.all()}
         rows, lots, points = [], 0, 0
         for member_id, expires_at, remaining, count in due:
             assert expires_at is not None  # the query asks for lots that expire

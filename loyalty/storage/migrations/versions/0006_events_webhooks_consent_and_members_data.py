@@ -95,9 +95,6 @@ def upgrade() -> None:
             batch_op.f("ix_events_tenant_id_member_id_id"), ["tenant_id", "member_id", "id"], unique=False
         )
         batch_op.create_index(
-            batch_op.f("ix_events_tenant_id_occurred_at"), ["tenant_id", "occurred_at"], unique=False
-        )
-        batch_op.create_index(
             "ix_events_undispatched",
             ["id"],
             unique=False,
@@ -229,7 +226,6 @@ def downgrade() -> None:
             postgresql_where=sa.text("NOT dispatched"),
             sqlite_where=sa.text("NOT dispatched"),
         )
-        batch_op.drop_index(batch_op.f("ix_events_tenant_id_occurred_at"))
         batch_op.drop_index(batch_op.f("ix_events_tenant_id_member_id_id"))
 
     op.drop_table("events")
