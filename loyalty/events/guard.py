@@ -66,7 +66,11 @@ def parse(url: str) -> SplitResult:
         raise UnsafeTarget(f"the URL must have 1 to {MAX_URL_LENGTH} characters")
     if any(c.isspace() or ord(c) < 32 for c in url):
         raise UnsafeTarget("the URL must not contain spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - a malformed IPv6 literal ("http://[::1") raises only here
+    except ValueError:
+        raise UnsafeTarget("the URL is malformed (check the brackets around an IPv6 address)") from None
     if parts.scheme not in ("http", "https"):
         raise UnsafeTarget(f"the URL must start with http:// or https://, not {parts.scheme or url!r}")
     if parts.username is not None or parts.password is not None:

@@ -160,7 +160,8 @@ async def release(unit: Unit, tenant_id: int, run_id: int, now: datetime) -> Swe
     if indebted:
         booking = Booking(tenant_id, now)
         for (member_id,) in indebted:
-            holder = (await member(unit, tenant_id, member_id)).holder
+            # An erased member's debt (a refund of their purchase) is settled like anyone's.
+            holder = (await member(unit, tenant_id, member_id, closed=True)).holder
             lots = await available_lots(unit, tenant_id, member_id)
             booking.settle_debt(holder, lots, cause="release", ref_id=run_id)
         await unit.apply(booking)
@@ -219,7 +220,9 @@ def _targets(
         f" WHERE q.tenant_id = $1"
         f" AND q.occurred_at > {p(window_start(now, policy.window_months, program.zone))}"
         f" AND q.occurred_at <= {p(now)} GROUP BY q.member_id) v ON v.member_id = m.id"
-        f" WHERE m.tenant_id = $1{'' if ids is None else f' AND m.id = ANY({p(ids)}::bigint[])'}"
+        # A closed member (merged, erased) is no longer evaluated: a merged account's purchases moved on.
+        f" WHERE m.tenant_id = $1 AND m.state = 'active'"
+        f"{'' if ids is None else f' AND m.id = ANY({p(ids)}::bigint[])'}"
     )
 
 

@@ -21,7 +21,7 @@ from loyalty.cards.numbers import make_card_number, parse_card_number
 from loyalty.errors import Conflict, InvalidInput, NotFound
 from loyalty.storage import audit_log, outbox
 from loyalty.storage.db import Database
-from loyalty.storage.models import Card, Tenant
+from loyalty.storage.models import Card, Member, Tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +84,28 @@ async def replace_card(
     if new == old:
         raise InvalidInput("the new card must be another card than the lost one")
     async with db.write() as s:
-        row = (
-            await s.execute(
-                select(Card.id, Card.state, Card.member_id)
-                .where(Card.tenant_id == tenant_id, Card.number == old)
-                .with_for_update()
-            )
-        ).first()
+        card = select(Card.id, Card.state, Card.member_id).where(
+            Card.tenant_id == tenant_id, Card.number == old
+        )
+        row = (await s.execute(card)).first()
         if row is None:
             raise NotFound(f"card {old} not found")
+        # The member's row first, as a merge or an erasure locks it before changing its cards (no
+        # deadlock), then the card again under that lock: it may have moved or been unlinked since.
+        if row[2] is not None:
+            held = await s.scalar(
+                select(Member.state)
+                .where(Member.tenant_id == tenant_id, Member.id == row[2])
+                .with_for_update()
+            )
+            if held != "active":
+                raise Conflict(f"card {old} belongs to a member who was {held}")
+        owner = row[2]
+        row = (await s.execute(card.with_for_update())).first()
+        assert row is not None
         card_id, state, member_id = row
+        if member_id != owner:
+            raise Conflict(f"card {old} changed hands meanwhile (a merge): try again")
         if state != "active" or member_id is None:
             raise Conflict(f"card {old} is {state}: only an active card can be replaced")
         blocked = await s.execute(

@@ -87,7 +87,7 @@ class TierChanged(_Data):
     from_tier: str | None
     to_tier: str
     reason: str = Field(
-        description="``earning`` (an upgrade at a purchase) or ``evaluation`` (the tier job)."
+        description="``earn`` (an upgrade at a purchase), ``evaluation`` (the tier job) or ``merge``."
     )
     qualifying: int
 

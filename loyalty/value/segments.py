@@ -139,6 +139,22 @@ async def run(db: Database, tenant_id: int, *, now: datetime, settings: Settings
     async with db.write() as s:
         # One run of a tenant at a time: a second one waits here, then replaces this one's rows.
         await s.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+        # What an erasure or a consent change did since the read: only members still active are
+        # placed, and only those still consenting get the marketing event.
+        live = dict(
+            (
+                await s.execute(
+                    select(Member.id, Member.marketing_consent).where(
+                        Member.tenant_id == tenant_id, Member.state == "active"
+                    )
+                )
+            ).all()
+        )
+        rows = [r for r in rows if r["member_id"] in live]
+        moves = [m for m in moves if m["member_id"] in live]
+        events = [e for e in events if live.get(e["member_id"])]
+        changed = {name: [i for i in ids if i in live] for name, ids in changed.items()}
+        segment = {i: name for i, name in segment.items() if i in live}
         await s.execute(delete(MemberFigures).where(MemberFigures.tenant_id == tenant_id))
         for i in range(0, len(rows), CHUNK):
             await s.execute(insert(MemberFigures), rows[i : i + CHUNK])

@@ -203,7 +203,7 @@ def _data(type: str, n: int) -> dict[str, Any]:
     if type == "points.adjusted":
         return {"adjustment_id": n, "points": 10 + n, "reason": "test"}
     if type == "tier.changed":
-        return {"from_tier": None, "to_tier": "silver", "reason": "earning", "qualifying": 1000 + n}
+        return {"from_tier": None, "to_tier": "silver", "reason": "earn", "qualifying": 1000 + n}
     if type == "member.consent_changed":
         return {"marketing": n % 2 == 0, "source": "test"}
     raise AssertionError(type)

@@ -88,6 +88,8 @@ async def test_an_unresolvable_name_is_refused() -> None:
         ("https://user@hooks.example/", "user name or password"),
         ("http:///hook", "name a host"),
         ("https://hooks.example:99999/", "port"),
+        ("http://[::1", "malformed"),
+        ("http://[zzz]/hook", "malformed"),
         ("https://hooks.example/a b", "spaces"),
         ("", "1 to 2000"),
         ("https://hooks.example/" + "a" * 2000, "1 to 2000"),

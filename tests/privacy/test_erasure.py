@@ -245,3 +245,36 @@ async def test_erasure_removes_profiling_and_scrubs_stored_events(db: Database) 
     assert all((sku, cat) == ("", "") for m, sku, cat in items if m == shop.alice)
     assert all(sku != "" for m, sku, _ in items if m != shop.alice)
     assert all((at is not None) == (m == shop.alice) for m, at in purged)
+
+
+async def test_the_jobs_settle_an_erased_members_debt_like_anyones(db: Database) -> None:
+    """A return of an erased member's purchase can leave a debt (the points were spent); the release
+    job then pays it from their next released lot instead of failing for the whole tenant."""
+    from loyalty.ops import jobs
+    from loyalty.points import redemptions, refunds
+    from tests.storage.conftest import basket
+    from tests.storage.helpers import post
+
+    world = await make_world(db)
+    member = (await membership.create_member(db, world.tenant_id, now=NOW)).id
+    first = await post(world, "r1", 40_000, member, at=NOW - timedelta(days=30), now=NOW - timedelta(days=30))
+    await jobs.release_pending(db, world.tenant_id, now=NOW - timedelta(days=10))
+    await redemptions.redeem(db, world.tenant_id, member, "COFFEE", now=NOW - timedelta(days=9))
+    await transactions.post_transaction(
+        db,
+        world.tenant_id,
+        outlet_id=world.outlet_id,
+        external_id="r2",
+        occurred_at=NOW - timedelta(days=1),
+        items=basket(("ITEM", 50_000, 1)),
+        member_id=member,
+        now=NOW - timedelta(days=1),
+    )
+    await erasure.erase(db, world.tenant_id, member, actor="t", now=NOW)
+    returned = await refunds.refund(db, world.tenant_id, first.transaction_id, now=NOW)
+    assert returned.debt == 300  # 400 points back, 300 of them spent on the coffee
+    done = await jobs.release_pending(db, world.tenant_id, now=NOW + timedelta(days=20))
+    assert done.points == 500
+    after = await membership.get_member(db, world.tenant_id, member)
+    assert (after.available, after.debt) == (200, 0)
+    assert (await audit(db, world.tenant_id)).ok
