@@ -23,7 +23,7 @@ from api.accounts import AccountController
 from api.admin import AdminController, CardBatchController
 from api.auth import KEY_CACHE_SECONDS, PUBLIC, ApiKeyAuthentication, KeyCache, Principal
 from api.customer import CustomerController
-from api.members_data import CustomerConsentController, MembersDataController
+from api.members_data import MembersDataController
 from api.problems import redact_path
 from api.programs import ProgramController
 from api.till import TillController
@@ -198,7 +198,6 @@ def create_app(
             ready,
             TillController,
             CustomerController,
-            CustomerConsentController,
             ProgramController,
             CustomerValueController,
             CampaignController,

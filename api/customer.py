@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from litestar import Controller, get
+from litestar import Controller, get, put
 from litestar.datastructures import CacheControlHeader
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import PUBLIC
 from api.context import CardKeys, Db, Now
+from api.members_data import CustomerConsent, CustomerConsentChange
 from loyalty.cards.secrets import Secrets
-from loyalty.members import lookup, membership
+from loyalty.members import consent, lookup, membership
 from loyalty.points import balances
 from loyalty.storage.db import Database
 
@@ -59,3 +60,19 @@ class CustomerController(Controller):
         """The member's movements, newest first; pass ``next_before`` as ``before`` for the next page."""
         tenant_id, member_id = await _member(db, secrets, now, token)
         return await balances.history(db, tenant_id, member_id, limit=limit, before=before)
+
+    @put("/consent", operation_id="customerSetConsent")
+    async def set_consent(
+        self,
+        db: Db,
+        now: Now,
+        secrets: CardKeys,
+        token: Annotated[str, PathParameter(max_length=MAX_TOKEN)],
+        data: JSONBody[CustomerConsentChange],
+    ) -> CustomerConsent:
+        """Give or withdraw one's own marketing consent."""
+        tenant_id, member_id = await _member(db, secrets, now, token)
+        view = await consent.set_consent(
+            db, tenant_id, member_id, marketing=data.marketing, source=data.source, actor="customer", now=now
+        )
+        return CustomerConsent(marketing=view.marketing)

@@ -1,7 +1,7 @@
 """Members' data: marketing consent, the export of a member's data, erasure, and basket-detail retention.
 
 Admin endpoints under ``/v1/admin``; a customer sets their own consent through their card's token
-(the token is the credential, as on the customer endpoints). Answers holding a member's data are never
+(:mod:`api.customer`). Answers holding a member's data are never
 stored by a browser or a proxy.
 """
 
@@ -11,14 +11,13 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, get, post, put
 from litestar.datastructures import CacheControlHeader
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.auth import PUBLIC, requires
-from api.context import Caller, CardKeys, Db, Now, actor
-from api.customer import MAX_TOKEN
+from api.auth import requires
+from api.context import Caller, Db, Now, actor
 from api.schemas import PathId
-from loyalty.members import consent, lookup, membership
+from loyalty.members import consent
 from loyalty.privacy import erasure, export, retention
 
 
@@ -45,11 +44,18 @@ class ConsentChange(BaseModel):
 
 
 class CustomerConsentChange(BaseModel):
-    """What a customer sets on their own card's page or in the app."""
+    """What a customer sets on their own card's page or in the app (``PUT /v1/cards/{token}/consent``,
+    in :mod:`api.customer`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     marketing: Answer
     source: Literal["web", "app"] = "web"
+
+
+class CustomerConsent(BaseModel):
+    """The customer's consent now (its history is the admin's)."""
+
+    marketing: bool
 
 
 class MembersDataController(Controller):
@@ -94,29 +100,3 @@ class MembersDataController(Controller):
     async def purge_detail(self, principal: Caller, db: Db, now: Now) -> retention.RetentionResult:
         """Purge the basket detail of purchases older than the program's ``privacy.basket_detail_months``."""
         return await retention.purge_old_detail(db, principal.tenant_id, now=now)
-
-
-class CustomerConsentController(Controller):
-    path = "/v1/cards/{token:str}"
-    tags = ["customer"]
-    #: The card's signed token is the credential: no API key.
-    opt = {PUBLIC: True}
-    cache_control = CacheControlHeader(no_store=True)
-
-    @put("/consent", operation_id="customerSetConsent")
-    async def set_consent(
-        self,
-        db: Db,
-        now: Now,
-        secrets: CardKeys,
-        token: Annotated[str, PathParameter(max_length=MAX_TOKEN)],
-        data: JSONBody[CustomerConsentChange],
-    ) -> dict[str, Any]:
-        """Give or withdraw one's own marketing consent; answers the consent now (the history is the
-        admin's)."""
-        tenant_id, card_id = lookup.verify_customer_token(token, secrets, now=now)
-        member_id = await membership.holder_id(db, tenant_id, membership.CardRef(card_id=card_id))
-        view = await consent.set_consent(
-            db, tenant_id, member_id, marketing=data.marketing, source=data.source, actor="customer", now=now
-        )
-        return {"marketing": view.marketing}

@@ -3,4 +3,5 @@ fixtures are used here as they are (tests/ is on sys.path as the rootdir of the 
 
 from __future__ import annotations
 
+from tests.cli.conftest import cli, migrated_template  # noqa: F401
 from tests.storage.conftest import _dispose, db, pytest_pyfunc_call, runner, world  # noqa: F401

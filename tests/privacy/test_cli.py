@@ -6,30 +6,18 @@ import asyncio
 import json
 import sqlite3
 import stat
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from cli.app import main
 from loyalty.members import membership
 from loyalty.points import transactions
-from loyalty.storage.db import Database, upgrade
+from loyalty.storage.db import Database
+from tests.cli.conftest import Cli, Run
 
 from .shop import PRIVATE_PROGRAM, item, make_world
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Run]
 
 
 @dataclass(frozen=True)
@@ -37,13 +25,6 @@ class Setup:
     db_file: Path
     member_id: int
     card: str
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "loyalty.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
 
 
 async def _populate(url: str) -> tuple[int, str]:
@@ -71,9 +52,9 @@ async def _populate(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
+def setup(tmp_path: Path, migrated_template: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
     path = tmp_path / "loyalty.db"
-    path.write_bytes(template.read_bytes())
+    path.write_bytes(migrated_template.read_bytes())
     url = f"sqlite+aiosqlite:///{path}"
     monkeypatch.setenv("LOYALTY_DATABASE_URL", url)
     monkeypatch.delenv("LOYALTY_TENANT", raising=False)
@@ -81,23 +62,8 @@ def setup(tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch) -> Se
     return Setup(path, member, number)
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    def run(*args: str | Path) -> Run:
-        monkeypatch.setattr(sys, "argv", ["loyalty", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
 def one_line_error(result: Run, *fragments: str) -> None:
+    """Stricter than the CLI suite's: the error is the only line on stderr."""
     assert result.code != 0, result
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("loyalty: error:"), result.err
