@@ -242,7 +242,7 @@ async def evaluate_tiers(unit: Unit, tenant_id: int, now: datetime, program: rul
         sql = _targets(program, now, params)
         locked = await unit.fetch(
             f"SELECT m.id FROM members m JOIN ({sql}) t ON t.member_id = m.id"
-            " WHERE COALESCE(t.tier, '') <> t.target ORDER BY m.id FOR UPDATE OF m",
+            " WHERE m.tenant_id = $1 AND COALESCE(t.tier, '') <> t.target ORDER BY m.id FOR UPDATE OF m",
             *params,
         )
         if not locked:

@@ -13,7 +13,12 @@ What it checks, per tenant (each check is independent and lists what it found):
 * a purchase whose basket detail was purged (an erasure, the retention job) cannot be evaluated
   again: its booked points are checked against what its evaluation recorded instead (the total, and
   each line's points), and it counts among the purchases like any other; ``purchases_recorded``
-  says how many were checked that way.
+  says how many were checked that way; one whose lines went with a dropped month partition
+  (``lines_dropped``, see :mod:`loyalty.privacy.retention`) is checked on its total alone;
+* nothing refers to a purchase that is not there (lines, lots, refunds, redemptions, vouchers: on
+  PostgreSQL, where ``transactions`` is partitioned by month, the database no longer holds these keys,
+  see :mod:`loyalty.storage.partitions`), no webhook delivery refers to an event that is not there
+  (the same holds for ``events``), and no purchase id is used twice.
 
 Reading is streamed page by page; nothing is written.
 """
@@ -72,6 +77,33 @@ _CHECKS = {
         SELECT 'member ' || id || ': available ' || available || ', pending ' || pending || ', debt ' || debt
         FROM members WHERE tenant_id = :t
           AND (available < 0 OR pending < 0 OR debt < 0 OR (debt > 0 AND available > 0))""",
+    "a lot, refund, redemption or voucher refers to a purchase that is not there": """
+        SELECT x.what || ' ' || x.id || ': transaction ' || x.transaction_id
+        FROM (SELECT 'lot' AS what, id, transaction_id FROM point_lots WHERE tenant_id = :t
+              UNION ALL SELECT 'refund', id, transaction_id FROM refunds WHERE tenant_id = :t
+              UNION ALL SELECT 'redemption', id, transaction_id FROM redemptions WHERE tenant_id = :t
+              UNION ALL SELECT 'voucher', id, transaction_id FROM vouchers WHERE tenant_id = :t) x
+        WHERE x.transaction_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM transactions t WHERE t.tenant_id = :t AND t.id = x.transaction_id)""",
+    "a basket line refers to a purchase that is not there": """
+        SELECT 'line ' || i.line || ' of transaction ' || i.transaction_id FROM transaction_items i
+        WHERE i.tenant_id = :t AND NOT EXISTS (
+            SELECT 1 FROM transactions t WHERE t.tenant_id = :t AND t.id = i.transaction_id)""",
+    "a webhook delivery refers to an event that is not there": """
+        SELECT 'delivery ' || d.id || ': event ' || d.event_id FROM webhook_deliveries d
+        WHERE d.tenant_id = :t AND NOT EXISTS (
+            SELECT 1 FROM events e WHERE e.tenant_id = :t AND e.id = d.event_id)""",
+    "a purchase id is used twice": """
+        SELECT 'transaction ' || id || ': ' || COUNT(*) || ' rows' FROM transactions WHERE tenant_id = :t
+        GROUP BY id HAVING COUNT(*) > 1""",
+}
+#: On PostgreSQL a line carries its purchase's month (its partition key): it must be the purchase's.
+_PG_CHECKS = {
+    "a basket line refers to a purchase that is not there": """
+        SELECT 'line ' || i.line || ' of transaction ' || i.transaction_id FROM transaction_items i
+        WHERE i.tenant_id = :t AND NOT EXISTS (
+            SELECT 1 FROM transactions t
+            WHERE t.tenant_id = :t AND t.id = i.transaction_id AND t.occurred_at = i.occurred_at)""",
 }
 _PURCHASES = """
     SELECT t.id, t.occurred_at, t.channel, t.points, t.evaluation, v.id, v.digest, t.detail_purged_at
@@ -116,7 +148,8 @@ async def audit(
             ("lots", "SELECT COUNT(*) FROM point_lots WHERE tenant_id = :t"),
         ):
             setattr(report, what, int((await s.execute(text(sql), {"t": tenant_id})).scalar() or 0))
-        for check, sql in _CHECKS.items():
+        pg_checks = _PG_CHECKS if db.is_postgresql and await _partitioned(s) else {}
+        for check, sql in (_CHECKS | pg_checks).items():
             rows = (await s.execute(text(sql), {"t": tenant_id})).all()
             if rows:
                 report.findings.append(Finding(check, len(rows), tuple(str(r[0]) for r in rows[:MAX_LISTED])))
@@ -172,6 +205,17 @@ async def audit(
     return report
 
 
+async def _partitioned(s: Any) -> bool:
+    """Whether the basket lines carry their purchase's month (PostgreSQL after migration 0007)."""
+    found = await s.execute(
+        text(
+            "SELECT 1 FROM information_schema.columns"
+            " WHERE table_name = 'transaction_items' AND column_name = 'occurred_at'"
+        )
+    )
+    return found.first() is not None
+
+
 def _aware(value: datetime | str) -> datetime:
     at = datetime.fromisoformat(value) if isinstance(value, str) else value
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
@@ -188,6 +232,8 @@ def _check_recorded(tx_id: int, points: int, evaluation: Any, lines: list[Any]) 
         return f"transaction {tx_id} (detail purged): booked {points} points, recorded {total}"
     booked_lines = [r[7] for r in lines]
     kept = [i.get("points") for i in recorded.get("items", ())]
+    if not lines and recorded.get("lines_dropped"):
+        return None  # the lines went with their month (retention); the recorded figures stand
     if booked_lines != kept:
         return f"transaction {tx_id} (detail purged): line points {booked_lines}, recorded {kept}"
     return None

@@ -18,6 +18,7 @@ from loyalty.events import reminders
 from loyalty.ledger import run, sweeps
 from loyalty.ledger.store import Unit
 from loyalty.programs import versions
+from loyalty.storage import partitions
 from loyalty.storage.db import Database
 
 #: First key of the advisory lock the jobs of one tenant share (kept here for callers).
@@ -32,6 +33,8 @@ class JobResult:
     lots: int
     points: int
     members: int
+    #: Month partitions created (the ``partitions`` job only).
+    partitions: int = 0
 
 
 async def _job(
@@ -92,9 +95,21 @@ async def remind_expiring(db: Database, tenant_id: int, *, now: datetime) -> Job
     return JobResult(0, "reminders", now, done.lots, done.points, done.members)
 
 
+async def ensure_partitions(db: Database, tenant_id: int, *, now: datetime) -> JobResult:
+    """Month partitions ahead of ``now`` (PostgreSQL; :mod:`loyalty.storage.partitions`): every
+    table's, not only this tenant's, and a no-op when they exist. Its ``run_id`` is 0."""
+    created = 0
+    if db.is_postgresql:
+        async with db.driver_connection() as conn:
+            if await partitions.is_partitioned(conn):
+                created = len((await partitions.ensure(conn, now=now)).created)
+    return JobResult(0, "partitions", now, 0, 0, 0, created)
+
+
 async def run_all(db: Database, tenant_id: int, *, now: datetime) -> list[JobResult]:
-    """The nightly sequence: release, then expiry, then tiers, then expiry reminders."""
+    """The nightly sequence: month partitions ahead, release, expiry, tiers, expiry reminders."""
     return [
+        await ensure_partitions(db, tenant_id, now=now),
         await release_pending(db, tenant_id, now=now),
         await expire_lots(db, tenant_id, now=now),
         await evaluate_tiers(db, tenant_id, now=now),

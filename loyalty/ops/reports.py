@@ -2,6 +2,10 @@
 
 Months are calendar months in the program's time zone; the boundaries are computed here and passed
 to the database, so both databases give the same answer without time-zone support in SQL.
+
+Every read of the big tables carries a range of its partition key (``ledger_entries.created_at``,
+``transactions.occurred_at``), so on PostgreSQL only the months asked for are read
+(:mod:`loyalty.storage.partitions`; tests/storage/test_partitions.py holds them to it).
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ async def settlement(
                     .join(Transaction, Transaction.outlet_id == Outlet.id)
                     .where(
                         Partner.tenant_id == tenant_id,
+                        Transaction.tenant_id == tenant_id,
                         Transaction.occurred_at >= since,
                         Transaction.occurred_at < until,
                     )
@@ -147,6 +152,7 @@ async def settlement(
                     .join(Redemption, Redemption.outlet_id == Outlet.id)
                     .where(
                         Partner.tenant_id == tenant_id,
+                        Redemption.tenant_id == tenant_id,
                         Redemption.status == "active",
                         Redemption.created_at >= since,
                         Redemption.created_at < until,

@@ -13,6 +13,10 @@ Design notes (why, not what):
   too (a cancelled redemption adds a negative draw), so the history of a lot can be replayed.
 * CHECK constraints hold what must never happen, whatever code writes the rows.
 * Instants are stored in UTC and always come back timezone-aware (SQLite keeps no zone).
+* These classes describe the logical schema, which SQLite has exactly. On PostgreSQL, transactions,
+  their items, ledger entries and events are partitioned by month (migration 0007): their keys
+  include the month, a few keys into them are dropped and the till's receipt is kept unique by a side
+  table; :mod:`loyalty.storage.partitions` lists every difference (Alembic's comparison skips them).
 """
 
 from __future__ import annotations

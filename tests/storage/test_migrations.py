@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from loyalty.storage import partitions
 from loyalty.storage.db import create_engine, upgrade
 from loyalty.storage.models import load_all
 
@@ -19,7 +20,8 @@ async def _diff_and_tables(url: str) -> tuple[list[object], set[str]]:
         async with engine.connect() as conn:
 
             def compare(sync_conn):  # type: ignore[no-untyped-def]
-                context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+                opts = {"compare_type": True, "include_object": partitions.include_object}
+                context = MigrationContext.configure(sync_conn, opts=opts)
                 return compare_metadata(context, load_all()), set(inspect(sync_conn).get_table_names())
 
             return await conn.run_sync(compare)

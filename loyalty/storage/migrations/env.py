@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from loyalty.storage.db import create_engine
 from loyalty.storage.models import UTCDateTime, load_all
+from loyalty.storage.partitions import include_object
 
 config = context.config
 target_metadata = load_all()
@@ -28,6 +29,7 @@ def _configure(connection: Connection | None = None, **kwargs: Any) -> None:
         target_metadata=target_metadata,
         render_item=render_item,  # type: ignore[arg-type]  # alembic types the last argument narrowly
         render_as_batch=True,  # SQLite alters tables by copying them
+        include_object=include_object,  # PostgreSQL's partitions are not in the models
         compare_type=True,
         **kwargs,
     )
