@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from loyalty.errors import Conflict, InvalidInput, NotFound
@@ -251,7 +251,13 @@ def _delivery_query() -> Any:
         .limit(1)
         .scalar_subquery()
     )
-    return select(WebhookDelivery, Event.type, latency).join(Event, Event.id == WebhookDelivery.event_id)
+    # The event's own tenant and member: a delivery's event is its member's (one shard when distributed).
+    same_event = and_(
+        Event.tenant_id == WebhookDelivery.tenant_id,
+        Event.member_id == WebhookDelivery.member_id,
+        Event.id == WebhookDelivery.event_id,
+    )
+    return select(WebhookDelivery, Event.type, latency).join(Event, same_event)
 
 
 def _delivery_view(d: WebhookDelivery, event_type: str, latency: int | None) -> DeliveryView:

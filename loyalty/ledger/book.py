@@ -96,6 +96,9 @@ class _Update:
 
     set: dict[str, Any] = field(default_factory=dict)
     add: dict[str, int] = field(default_factory=dict)
+    #: The member that owns the row when the booking is written: the write names it, so that on a
+    #: database distributed by member it goes to that member's shard (docs/scaling.md).
+    member_id: int | None = None
 
 
 def nearest_expiry_first(lots: Iterable[Lot]) -> list[Lot]:
@@ -121,6 +124,8 @@ class Booking:
         #: Every lot this booking touched, by id: a lot read twice (say, a refund's own lot, then again
         #: among the member's lots) is one lot, whatever objects the operation holds.
         self._lots: dict[int, Lot] = {}
+        #: lot id -> the member owning it in the database (a merge's hand-over changes it afterwards).
+        self._lot_owners: dict[int, int] = {}
         #: (table, from member, to member): rows of ``table`` that change owner (a merge), written
         #: after the rest, set-based; only a locked unit writes them (see ``store``).
         self.reassigned: list[tuple[str, int, int]] = []
@@ -364,6 +369,7 @@ class Booking:
 
     def _one(self, lot: Lot) -> Lot:
         """The booking's own copy of a lot (the first object it saw with that id)."""
+        self._lot_owners.setdefault(lot.id, lot.member_id)
         return self._lots.setdefault(lot.id, lot)
 
     def _lot_delta(self, lot: Lot, remaining: int = 0, expired: int = 0) -> None:
@@ -376,7 +382,9 @@ class Booking:
             row["remaining"] += remaining
             row["expired"] += expired
             return
-        change = self.lot_changes.setdefault(lot.id, _Update(add={"remaining": 0, "expired": 0}))
+        change = self.lot_changes.setdefault(
+            lot.id, _Update(add={"remaining": 0, "expired": 0}, member_id=self._lot_owners[lot.id])
+        )
         change.add["remaining"] += remaining
         change.add["expired"] += expired
 
@@ -490,12 +498,21 @@ class Booking:
         self.inserts.setdefault(table, []).append(row)
 
     def update(
-        self, table: str, row_id: int, *, set: Mapping[str, Any] = {}, add: Mapping[str, int] = {}
+        self,
+        table: str,
+        row_id: int,
+        *,
+        set: Mapping[str, Any] = {},
+        add: Mapping[str, int] = {},
+        member_id: int | None = None,
     ) -> None:
-        """Change an existing row of ``table`` (merged with earlier changes of the same row)."""
+        """Change an existing row of ``table`` (merged with earlier changes of the same row); a
+        member-owned row names its ``member_id``, which the write then carries."""
         if table in ("ledger_entries", "point_lots", "lot_draws", "members"):
             raise BookingError(f"{table} rows change only through the booking's own operations")
-        change = self.updates.setdefault(table, {}).setdefault(row_id, _Update())
+        change = self.updates.setdefault(table, {}).setdefault(row_id, _Update(member_id=member_id))
+        if change.member_id != member_id:
+            raise BookingError(f"{table} {row_id} is changed for two members in one booking")
         change.set.update(set)
         for column, amount in add.items():
             change.add[column] = change.add.get(column, 0) + amount

@@ -193,16 +193,20 @@ async def card_holder(
     member_id = await _new_member(session, tenant_id, bind_at)
     bound = await session.execute(
         update(Card)
-        .where(Card.id == card_id, Card.state == "blank")
+        .where(Card.tenant_id == tenant_id, Card.id == card_id, Card.state == "blank")
         .values(state="active", member_id=member_id, activated_at=bind_at)
     )
     if bound.rowcount == 1:  # type: ignore[attr-defined]
-        number = await session.scalar(select(Card.number).where(Card.id == card_id))
+        number = await session.scalar(
+            select(Card.number).where(Card.tenant_id == tenant_id, Card.id == card_id)
+        )
         await outbox.record(session, tenant_id, member_id, "card.activated", {"card": number}, at=bind_at)
         return member_id
     # Another till bound it first: drop our member (it has no other rows yet) and use theirs.
-    await session.execute(delete(Member).where(Member.id == member_id))
-    winner = await session.scalar(select(Card.member_id).where(Card.id == card_id))
+    await session.execute(delete(Member).where(Member.tenant_id == tenant_id, Member.id == member_id))
+    winner = await session.scalar(
+        select(Card.member_id).where(Card.tenant_id == tenant_id, Card.id == card_id)
+    )
     assert winner is not None
     return int(winner)
 

@@ -246,7 +246,9 @@ async def _merge_counters(
     for row_id, member_id, card, count in await unit.fetch(_STAMPS, tenant_id, source_id, target_id):
         stamps[card] = stamps.get(card, 0) + int(count)
         if member_id == source_id and count:
-            booking.update("stamp_cards", int(row_id), set={"stamps": 0, "updated_at": now})
+            booking.update(
+                "stamp_cards", int(row_id), set={"stamps": 0, "updated_at": now}, member_id=source_id
+            )
     for card, count in sorted(stamps.items()):
         booking.upsert(
             "stamp_cards",

@@ -109,7 +109,9 @@ async def replace_card(
         if state != "active" or member_id is None:
             raise Conflict(f"card {old} is {state}: only an active card can be replaced")
         blocked = await s.execute(
-            update(Card).where(Card.id == card_id, Card.state == "active").values(state="blocked")
+            update(Card)
+            .where(Card.tenant_id == tenant_id, Card.id == card_id, Card.state == "active")
+            .values(state="blocked")
         )
         if blocked.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"card {old} changed meanwhile: try again")

@@ -333,7 +333,7 @@ async def _voucher_unit(
         raise Conflict(f"voucher {voucher_id} was already {row[1]}")
     redemption_id = (await unit.next_ids("redemptions", 1))[0]
     booking = Booking(tenant_id, now)
-    booking.update("vouchers", voucher_id, set={"status": "used", "used_at": now})
+    booking.update("vouchers", voucher_id, set={"status": "used", "used_at": now}, member_id=member_id)
     redemption = _row(
         redemption_id, tenant_id, member_id, row[0], 0, outlet_id, transaction_id, voucher_id, None, now
     )
@@ -361,12 +361,13 @@ async def use_voucher(
 
 
 _REDEMPTION = (
-    "SELECT member_id, status, created_at, cost, voucher_id FROM redemptions WHERE tenant_id = $1 AND id = $2"
+    "SELECT member_id, status, created_at, cost, voucher_id FROM redemptions"
+    " WHERE tenant_id = $1 AND member_id = $2 AND id = $3"
 )
 _DRAWS = (
     "SELECT d.lot_id, d.amount, l.state, l.remaining, l.expired, l.expires_at FROM lot_draws d"
-    " JOIN point_lots l ON l.tenant_id = d.tenant_id AND l.id = d.lot_id"
-    " WHERE d.tenant_id = $1 AND d.cause = 'redemption' AND d.ref_id = $2 ORDER BY d.id"
+    " JOIN point_lots l ON l.tenant_id = d.tenant_id AND l.member_id = $2 AND l.id = d.lot_id"
+    " WHERE d.tenant_id = $1 AND d.cause = 'redemption' AND d.ref_id = $3 ORDER BY d.id"
 )
 
 
@@ -396,7 +397,7 @@ async def _cancel_unit(
     # The member first (its lock, or its revision), then the redemption's state: a cancellation that
     # commits in between moves the member's revision on, so this one cannot restore the points twice.
     member = await reads.owner_member(unit, "redemptions", tenant_id, redemption_id)
-    row = await unit.fetchrow(_REDEMPTION, tenant_id, redemption_id)
+    row = await unit.fetchrow(_REDEMPTION, tenant_id, member.holder.id, redemption_id)
     assert row is not None
     member_id, status, created_at, cost, voucher_id = row
     created_at = unit.instant(created_at)
@@ -408,7 +409,7 @@ async def _cancel_unit(
     _, program = await versions.in_force(unit, tenant_id, created_at)
     if local_day(now, program.zone) != local_day(created_at, program.zone) or now < created_at:
         raise NotAllowed("a redemption can only be cancelled on the day it was made")
-    drawn = await unit.fetch(_DRAWS, tenant_id, redemption_id)
+    drawn = await unit.fetch(_DRAWS, tenant_id, member_id, redemption_id)
     if any(r[2] == "expired" for r in drawn):
         raise Conflict("points of this redemption came from a lot that has expired since")
     holder = member.holder
@@ -420,9 +421,10 @@ async def _cancel_unit(
         )
         back.append((lot, amount))
     booking = Booking(tenant_id, now)
-    booking.update("redemptions", redemption_id, set={"status": "cancelled", "cancelled_at": now})
+    cancelled = {"status": "cancelled", "cancelled_at": now}
+    booking.update("redemptions", redemption_id, set=cancelled, member_id=member_id)
     if voucher_id is not None:
-        booking.update("vouchers", voucher_id, set={"status": "issued", "used_at": None})
+        booking.update("vouchers", voucher_id, set={"status": "issued", "used_at": None}, member_id=member_id)
     restored = booking.restore(
         holder, back, counter=REDEEMED, cause="redemption_cancel", ref_id=redemption_id
     )

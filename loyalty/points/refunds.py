@@ -62,20 +62,25 @@ def _line_points(points: int, quantity: int, before: int, now_refunded: int) -> 
 
 _TRANSACTION = (
     "SELECT member_id, points, points_refunded, program_version_id, evaluation, occurred_at FROM transactions"
-    " WHERE tenant_id = $1 AND id = $2"
+    " WHERE tenant_id = $1 AND member_id = $2 AND id = $3"
 )
+# Each read names the purchase's member (its owner, read first): on a database distributed by member
+# it goes to that member's shard alone (docs/scaling.md). A merge moves these rows with the purchase.
 _ITEMS = (
     "SELECT id, line, sku, category, tags, unit_price, quantity, refunded_quantity, points"
-    " FROM transaction_items WHERE tenant_id = $1 AND transaction_id = $2 ORDER BY line"
+    " FROM transaction_items WHERE tenant_id = $1 AND member_id = $2 AND transaction_id = $3 ORDER BY line"
 )
 _DONE = (
     "SELECT id, points, debt, amount FROM refunds"
-    " WHERE tenant_id = $1 AND transaction_id = $2 AND external_id = $3"
+    " WHERE tenant_id = $1 AND member_id = $2 AND transaction_id = $3 AND external_id = $4"
 )
-_DONE_LINES = "SELECT line, quantity FROM refund_items WHERE tenant_id = $1 AND refund_id = $2 ORDER BY line"
+_DONE_LINES = (
+    "SELECT line, quantity FROM refund_items WHERE tenant_id = $1 AND member_id = $2 AND refund_id = $3"
+    " ORDER BY line"
+)
 _OWN_LOT = (
     "SELECT id, member_id, state, remaining, expired, expires_at FROM point_lots"
-    " WHERE tenant_id = $1 AND transaction_id = $2"
+    " WHERE tenant_id = $1 AND member_id = $2 AND transaction_id = $3"
 )
 _STAMPS = "SELECT card, stamps FROM stamp_cards WHERE tenant_id = $1 AND member_id = $2"
 _VOUCHERS = (
@@ -87,7 +92,7 @@ _VOUCHERS = (
 async def _replay(
     unit: Unit, tenant_id: int, transaction_id: int, member_id: int, done: Sequence[Any]
 ) -> RefundResult:
-    got = await unit.fetch(_DONE_LINES, tenant_id, done[0])
+    got = await unit.fetch(_DONE_LINES, tenant_id, member_id, done[0])
     return RefundResult(
         done[0],
         transaction_id,
@@ -113,19 +118,20 @@ async def _refund_unit(
     # commits in between moves the member's revision on, so this one is written on fresh figures.
     # An erased member's purchase is still returnable: the books need the refund.
     member = await reads.owner_member(unit, "transactions", tenant_id, transaction_id, closed=True)
-    head = await unit.fetchrow(_TRANSACTION, tenant_id, transaction_id)
+    owner = member.holder.id
+    head = await unit.fetchrow(_TRANSACTION, tenant_id, owner, transaction_id)
     assert head is not None
     if answer is not None:
         await check_answer(unit, answer)
     if external_id is not None:
-        done = await unit.fetchrow(_DONE, tenant_id, transaction_id, external_id)
+        done = await unit.fetchrow(_DONE, tenant_id, owner, transaction_id, external_id)
         if done is not None:
             result = await _replay(unit, tenant_id, transaction_id, member.holder.id, done)
             if lines is not None and dict(lines) != result.lines:
                 raise Conflict(f"refund id {external_id!r} was used for other lines of this purchase")
             return Refunded(result, view_of(member))
     _, tx_points, tx_points_refunded, version_id, evaluation, occurred_at = head
-    items = await unit.fetch(_ITEMS, tenant_id, transaction_id)
+    items = await unit.fetch(_ITEMS, tenant_id, owner, transaction_id)
     by_line = {r[1]: r for r in items}
     wanted = dict(lines) if lines is not None else {r[1]: r[6] - r[7] for r in items if r[6] > r[7]}
     if not wanted or any(q <= 0 for q in wanted.values()):
@@ -177,8 +183,9 @@ async def _refund_unit(
                 "points": per_line[line],
             },
         )
-        booking.update("transaction_items", by_line[line][0], add={"refunded_quantity": qty})
-    booking.update("transactions", transaction_id, add={"points_refunded": points, "amount_refunded": amount})
+        booking.update("transaction_items", by_line[line][0], add={"refunded_quantity": qty}, member_id=owner)
+    refunded_now = {"points_refunded": points, "amount_refunded": amount}
+    booking.update("transactions", transaction_id, add=refunded_now, member_id=owner)
     data = {
         "refund_id": refund_id,
         "transaction_id": transaction_id,
@@ -226,7 +233,7 @@ async def _take_back(
     left = points
     if left <= 0:
         return 0
-    row = await unit.fetchrow(_OWN_LOT, tenant_id, transaction_id)
+    row = await unit.fetchrow(_OWN_LOT, tenant_id, holder.id, transaction_id)
     if row is not None:
         own = Lot(row[0], row[1], row[2], row[3], row[4], unit.instant(row[5]))
         if own.state != "expired":
@@ -313,7 +320,7 @@ async def _take_stamps(
             if have >= n:
                 break
             if voucher_card == card:
-                booking.update("vouchers", voucher_id, set={"status": "revoked"})
+                booking.update("vouchers", voucher_id, set={"status": "revoked"}, member_id=member_id)
                 have += cards[card][0]
         booking.upsert(
             "stamp_cards",

@@ -49,14 +49,20 @@ async def _posting(s: AsyncSession, tenant_id: int, transaction_id: int) -> Post
     lot = (
         await s.execute(
             select(PointLot.pending_until, PointLot.expires_at).where(
-                PointLot.tenant_id == tenant_id, PointLot.transaction_id == tx.id
+                PointLot.tenant_id == tenant_id,
+                PointLot.member_id == tx.member_id,
+                PointLot.transaction_id == tx.id,
             )
         )
     ).first()
     vouchers = (
         await s.scalars(
             select(Voucher.id)
-            .where(Voucher.tenant_id == tenant_id, Voucher.transaction_id == tx.id)
+            .where(
+                Voucher.tenant_id == tenant_id,
+                Voucher.member_id == tx.member_id,
+                Voucher.transaction_id == tx.id,
+            )
             .order_by(Voucher.id)
         )
     ).all()

@@ -193,6 +193,10 @@ async def _scrub_events(s: AsyncSession, tenant_id: int, member_id: int) -> int:
     for event_id, type_, data in rows:
         clean = dict(data or {}) | {key: ERASED for key in _SCRUB[type_] if key in (data or {})}
         if clean != data:
-            await s.execute(update(Event).where(Event.id == event_id).values(data=clean))
+            await s.execute(
+                update(Event)
+                .where(Event.tenant_id == tenant_id, Event.member_id == member_id, Event.id == event_id)
+                .values(data=clean)
+            )
             changed += 1
     return changed

@@ -262,7 +262,15 @@ def _items_of_page(tenant_id: int, rows: Sequence[Any]) -> Any:
     at = Transaction.occurred_at
     return (
         select(*_ITEM_COLUMNS)
-        .join(Transaction, Transaction.id == TransactionItem.transaction_id)
+        # The items' own tenant and member: a join a database distributed by member keeps on one shard.
+        .join(
+            Transaction,
+            and_(
+                Transaction.tenant_id == TransactionItem.tenant_id,
+                Transaction.member_id == TransactionItem.member_id,
+                Transaction.id == TransactionItem.transaction_id,
+            ),
+        )
         .where(
             Transaction.tenant_id == tenant_id,
             at >= first_at,
