@@ -14,6 +14,15 @@ warning) serves, one after the other:
   posting path against the one-insert baseline on equal terms, request for request.
 * ``bare``: ``post`` on a server started with ``LOYALTY_OUTBOX=off`` (postings write no events): what
   the outbox costs a posting is ``post`` over ``bare`` (issue 15: within 10%).
+* ``hosts`` (not run by default; ``make bench-hosts``): ``post`` on one server with 2 workers, then on
+  two servers with 1 worker each on two ports (two hosts, as it were), the generator's connections
+  split between them; all behind one PgBouncer in transaction pooling (LOYALTY_BENCH_PGBOUNCER, else
+  the one ``deploy/pgbouncer/start.sh`` starts or finds) and one Redis (LOYALTY_BENCH_REDIS, default
+  ``redis://127.0.0.1:6379/14``). Reported: the two servers' summed posts/s over the one server's
+  (issue 16: >= 0.9), two rounds each in the order A-B-B-A after one unmeasured pass (a drift over
+  the run weighs on both alike); then, on two fresh 1-worker servers
+  with ``LOYALTY_RATE_LIMIT=20``, a burst of 100 lookups with one key split over both, and how many
+  were accepted (a limit shared through Redis lets ~20 through, limits per process up to 40).
 
 The load generator is closed-loop (``--concurrency`` keep-alive HTTP/1.1 connections, each waiting
 for its answer before the next request), hand-rolled on ``asyncio`` streams under uvloop because it
@@ -30,6 +39,7 @@ tenant with examples/kaffeehaus.yaml published, one outlet and cashier key per c
     .venv/bin/python benchmarks/load_till.py                      # 1 and 2 workers, 10 s per scenario
     .venv/bin/python benchmarks/load_till.py --duration 15 --workers 2 --concurrency 24
     .venv/bin/python benchmarks/load_till.py --scenarios till --workers 1 --verbose   # pid for py-spy
+    .venv/bin/python benchmarks/load_till.py --scenarios hosts                    # PgBouncer + Redis
 
 Targets (issue 5): till posts >= 1,200/s with p99 < 25 ms with 2 workers on PostgreSQL.
 """
@@ -49,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -75,7 +85,9 @@ from rules import Item  # noqa: E402
 PG_ADMIN_URL = os.environ.get("LOYALTY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
 PROGRAM = (ROOT / "examples" / "kaffeehaus.yaml").read_text()
-SCENARIOS = ("ping", "insert", "till", "post", "bare")
+SCENARIOS = ("ping", "insert", "till", "post", "bare", "hosts")
+#: What runs without ``--scenarios``: ``hosts`` needs PgBouncer and Redis (``make bench-hosts``).
+DEFAULT_SCENARIOS = ("ping", "insert", "till", "post", "bare")
 #: The program's public_base_url: what the card QR codes hold before the token.
 BASE_URL = "https://bonus.example.com"
 T = TypeVar("T")
@@ -102,6 +114,15 @@ BASKET_ITEMS = 5
 RATE_LIMIT = 1_000_000
 #: Concurrent domain calls while seeding.
 SEED_CONCURRENCY = 8
+#: Scenario ``hosts``: the Redis database both servers share (rate limits, verified keys).
+HOSTS_REDIS_URL = os.environ.get("LOYALTY_BENCH_REDIS", "redis://127.0.0.1:6379/14")
+#: Scenario ``hosts``: posts/s of two 1-worker servers over one 2-worker server (issue 16).
+HOSTS_TARGET = 0.9
+#: Rate-limit check of ``hosts``: the per-key limit (requests per second), the burst sent with one key
+#: over both servers, and the connections it uses (half on each server).
+LIMIT_CHECK = 20
+LIMIT_BURST = 5 * LIMIT_CHECK
+LIMIT_CONNECTIONS = 10
 
 #: (sku, category, unit price in cents, weight): a café, a bakery and the odd car wash.
 MENU = [
@@ -268,32 +289,36 @@ def _proc_stats() -> Iterator[tuple[int, list[str]]]:
 
 @dataclass(frozen=True)
 class CpuMark:
-    """CPU seconds used so far by the generator, the server's processes and PostgreSQL's, and the
-    machine's busy and total jiffies (other users of the machine show up in the machine's share)."""
+    """CPU seconds used so far by the generator, the servers' processes, PostgreSQL's and PgBouncer's,
+    and the machine's busy and total jiffies (other users of the machine show up in the machine's
+    share)."""
 
     generator: float
     server: float
     postgres: float
+    pgbouncer: float
     busy: int
     total: int
 
     @classmethod
-    def take(cls, server_pgid: int) -> CpuMark:
+    def take(cls, server_pgids: Collection[int]) -> CpuMark:
         tick = os.sysconf("SC_CLK_TCK")
-        server = postgres = 0.0
+        server = postgres = pgbouncer = 0.0
         for _pid, f in _proc_stats():
             with contextlib.suppress(IndexError, ValueError):
                 used = (int(f[12]) + int(f[13])) / tick
-                if int(f[3]) == server_pgid:
+                if int(f[3]) in server_pgids:
                     server += used
                 elif f[0] == "postgres":
                     postgres += used
+                elif f[0] == "pgbouncer":
+                    pgbouncer += used
         busy = total = 0
         with contextlib.suppress(OSError, ValueError):
             cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
             total = sum(cpu)
             busy = total - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)
-        return cls(time.process_time(), server, postgres, busy, total)
+        return cls(time.process_time(), server, postgres, pgbouncer, busy, total)
 
 
 class Server:
@@ -531,7 +556,7 @@ class Result:
 
 
 async def drive(
-    server: Server,
+    server: Server | Sequence[Server],
     scenario: str,
     session: Session,
     workers: int,
@@ -540,16 +565,20 @@ async def drive(
     duration: float,
     run_id: str,
 ) -> Result:
-    """Run ``session`` back to back on ``concurrency`` connections; measure the window after warm-up."""
+    """Run ``session`` back to back on ``concurrency`` connections; measure the window after warm-up.
+    Given several servers, connection ``i`` goes to server ``i`` modulo their number (a client that
+    spreads its tills over hosts)."""
+    servers = [server] if isinstance(server, Server) else list(server)
+    pgids = {s.proc.pid for s in servers}
     start = time.perf_counter()
     rec = Recorder(opens=start + WARMUP_SECONDS, closes=start + WARMUP_SECONDS + duration)
     marks: dict[str, CpuMark] = {}
 
     async def mark() -> None:
         await asyncio.sleep(max(0.0, rec.opens - time.perf_counter()))
-        marks["open"] = CpuMark.take(server.proc.pid)
+        marks["open"] = CpuMark.take(pgids)
         await asyncio.sleep(max(0.0, rec.closes - time.perf_counter()))
-        marks["close"] = CpuMark.take(server.proc.pid)
+        marks["close"] = CpuMark.take(pgids)
 
     async def loop(i: int) -> None:
         till = Till(
@@ -557,7 +586,8 @@ async def drive(
             f"{run_id}-{scenario}-w{workers}-{i}",
             random.Random(f"{run_id}-{i}"),
         )
-        conn = await Connection.open(server.port)
+        port = servers[i % len(servers)].port
+        conn = await Connection.open(port)
         try:
             while time.perf_counter() < rec.closes:
                 try:
@@ -565,7 +595,7 @@ async def drive(
                 except (OSError, asyncio.IncompleteReadError, ValueError, RuntimeError) as exc:
                     rec.add("connection", time.perf_counter(), time.perf_counter(), 599, repr(exc).encode())
                     conn.close()
-                    conn = await Connection.open(server.port)
+                    conn = await Connection.open(port)
         finally:
             conn.close()
 
@@ -576,6 +606,7 @@ async def drive(
         "generator": (b.generator - a.generator) / duration,
         "server": (b.server - a.server) / duration,
         "postgres": (b.postgres - a.postgres) / duration,
+        "pgbouncer": (b.pgbouncer - a.pgbouncer) / duration,
         "machine": (b.busy - a.busy) / max(1, b.total - a.total) * (os.cpu_count() or 1),
     }
     return Result(scenario, workers, duration, rec.endpoints, rec.failures, cpu)
@@ -594,10 +625,11 @@ def pct(values: list[float], q: float) -> float:
 def describe(r: Result) -> list[str]:
     ms = 1000 / max(1.0, r.rate())
     server, postgres = r.cpu["server"], r.cpu["postgres"]
+    pooler = f", pgbouncer {r.cpu['pgbouncer']:.2f}" if r.cpu.get("pgbouncer") else ""
     lines = [
         f"  {r.scenario:<6} workers={r.workers}  CPU cores: generator {r.cpu['generator']:.2f}, server "
         f"{server:.2f} ({server * ms:.2f} ms/request), postgres {postgres:.2f} "
-        f"({postgres * ms:.2f} ms/request), whole machine {r.cpu['machine']:.2f} of {os.cpu_count()}"
+        f"({postgres * ms:.2f} ms/request){pooler}, whole machine {r.cpu['machine']:.2f} of {os.cpu_count()}"
     ]
     for name, ep in r.endpoints.items():
         bad = {s: n for s, n in ep.statuses.items() if not 200 <= s < 300}
@@ -657,6 +689,151 @@ def _ratio(results: dict[tuple[str, int], Result], scenario: str, name: str) -> 
     return two.rate(name) / one.rate(name) if one and two else float("nan")
 
 
+# --- two hosts --------------------------------------------------------------------------------------
+
+
+def pgbouncer_url() -> str:
+    """PgBouncer's URL: LOYALTY_BENCH_PGBOUNCER, else the one deploy/pgbouncer/start.sh starts or finds."""
+    named = os.environ.get("LOYALTY_BENCH_PGBOUNCER")
+    if named:
+        return named
+    done = subprocess.run(
+        [str(ROOT / "deploy" / "pgbouncer" / "start.sh")], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise SystemExit(f"scenario hosts needs PgBouncer (make pgbouncer): {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def pooled(url: str, pgbouncer: str) -> str:
+    """The benchmark's database ``url`` reached through ``pgbouncer``, with the pooler settings."""
+    from sqlalchemy import make_url
+
+    name = make_url(url).database
+    through = make_url(pgbouncer).set(
+        drivername="postgresql+asyncpg", database=name, query={"pooler": "pgbouncer"}
+    )
+    return through.render_as_string(hide_password=False)
+
+
+#: Scenario ``hosts``: its layouts, (servers, workers each), and the order they run in. A-B-B-A: a
+#: drift over the run (the seed's aftermath, autovacuum, the machine's other users) weighs on both.
+HOST_LAYOUTS = {"1host": (1, 2), "2hosts": (2, 1)}
+HOST_ROUNDS = ("1host", "2hosts", "2hosts", "1host")
+
+
+async def _layout(
+    label: str,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    world: World,
+    run_id: str,
+    log: Path,
+    *,
+    warm: bool,
+) -> Result:
+    """Posts only on the servers of layout ``label`` (connections spread over them); ``warm`` first
+    drives one unmeasured pass (the first servers after the seed pay for its aftermath)."""
+    count, workers = HOST_LAYOUTS[label]
+    servers = [Server(args.till_app, workers, env, log) for _ in range(count)]
+    post = make_sessions(world.codes)["post"]
+    try:
+        for server in servers:
+            await server.ready("/health")
+        if warm:
+            await drive(
+                servers, label, post, workers, world.keys, args.concurrency, args.duration, run_id + "w"
+            )
+        return await drive(servers, label, post, workers, world.keys, args.concurrency, args.duration, run_id)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _merged(runs: list[Result]) -> Result:
+    """The rounds of one layout as one result: their requests together over their summed windows."""
+    endpoints: dict[str, Endpoint] = {}
+    for r in runs:
+        for name, ep in r.endpoints.items():
+            into = endpoints.setdefault(name, Endpoint())
+            into.latencies += ep.latencies
+            into.expected_409 += ep.expected_409
+            for status, n in ep.statuses.items():
+                into.statuses[status] = into.statuses.get(status, 0) + n
+    duration = sum(r.duration for r in runs)
+    cpu = {k: sum(r.cpu[k] * r.duration for r in runs) / duration for k in runs[0].cpu}
+    failures = [f for r in runs for f in r.failures][:5]
+    return Result(runs[0].scenario, runs[0].workers, duration, endpoints, failures, cpu)
+
+
+async def _burst(servers: list[Server], world: World) -> tuple[dict[int, int], float]:
+    """``LIMIT_BURST`` lookups with one key, spread over ``servers``, sent right after a second starts
+    (a limit counted per second then sees them in one second): the answers' statuses, and how long
+    the burst took."""
+    auth = b"Authorization: Bearer %s\r\n" % world.keys[0].encode()
+    body = json.dumps({"code": world.codes[0]}).encode()
+    conns = [await Connection.open(servers[i % len(servers)].port) for i in range(LIMIT_CONNECTIONS)]
+    statuses: dict[int, int] = {}
+    try:
+        for conn in conns[: len(servers)]:  # each server verifies the key once, before the limit's second
+            await conn.request(b"POST", b"/v1/till/lookup", auth, body)
+        await asyncio.sleep(2 - time.time() % 1)
+
+        async def send(conn: Connection, n: int) -> None:
+            for _ in range(n):
+                status, _ = await conn.request(b"POST", b"/v1/till/lookup", auth, body)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(send(c, LIMIT_BURST // LIMIT_CONNECTIONS) for c in conns))
+        return statuses, time.perf_counter() - t0
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+async def run_hosts(
+    args: argparse.Namespace, url: str, world: World, secrets_file: Path, log: Path
+) -> tuple[list[Result], list[str]]:
+    """Scenario ``hosts``: one server with 2 workers against two servers with 1 worker each (two
+    hosts, as it were) driven together, all behind one PgBouncer and one Redis; then a burst with one
+    key over both servers against a small rate limit."""
+    env = {
+        "LOYALTY_DATABASE_URL": pooled(url, args.pgbouncer),
+        "LOYALTY_SECRETS_FILE": str(secrets_file),
+        "LOYALTY_RATE_LIMIT": str(RATE_LIMIT),
+        "LOYALTY_REDIS_URL": HOSTS_REDIS_URL,
+    }
+    run_id = pysecrets.token_hex(3)
+    runs: dict[str, list[Result]] = {label: [] for label in HOST_LAYOUTS}
+    for n, label in enumerate(HOST_ROUNDS):
+        runs[label].append(await _layout(label, env, args, world, f"{run_id}r{n}", log, warm=n == 0))
+    one, two = _merged(runs["1host"]), _merged(runs["2hosts"])
+    for r in (one, two):
+        print("\n".join(describe(r)), flush=True)
+    limited = [
+        Server(args.till_app, 1, env | {"LOYALTY_RATE_LIMIT": str(LIMIT_CHECK)}, log) for _ in range(2)
+    ]
+    try:
+        for server in limited:
+            await server.ready("/health")
+        statuses, took = await _burst(limited, world)
+    finally:
+        for server in limited:
+            server.stop()
+    accepted = sum(n for s, n in statuses.items() if 200 <= s < 300)
+    lines = [
+        f"hosts (PgBouncer {args.pgbouncer}, Redis {HOSTS_REDIS_URL}): posts/s of 2 servers x 1 worker"
+        f" / 1 server x 2 workers = {two.rate('post'):.0f} / {one.rate('post'):.0f}"
+        f" = {two.rate('post') / one.rate('post'):.2f} (target >= {HOSTS_TARGET:.2f})"
+        f" over {len(HOST_ROUNDS) // 2} rounds each, A-B-B-A",
+        f"rate limit over 2 servers, one key, LOYALTY_RATE_LIMIT={LIMIT_CHECK}/s: {accepted} of {LIMIT_BURST}"
+        f" requests accepted in {took:.2f} s (target <= ~{LIMIT_CHECK}; limits kept per process would accept"
+        f" up to {2 * LIMIT_CHECK}); statuses {dict(sorted(statuses.items()))}",
+    ]
+    return [one, two], lines
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 
@@ -666,7 +843,7 @@ def _sigterm(*_: object) -> None:
 
 async def run_scenarios(
     args: argparse.Namespace, url: str, dsn: str, world: World, secrets_file: Path, log: Path
-) -> dict[tuple[str, int], Result]:
+) -> tuple[dict[tuple[str, int], Result], list[str]]:
     sessions = make_sessions(world.codes)
     run_id = pysecrets.token_hex(3)
     results: dict[tuple[str, int], Result] = {}
@@ -729,7 +906,11 @@ async def run_scenarios(
                     print("\n".join(describe(r)), flush=True)
             finally:
                 server.stop()
-    return results
+    lines: list[str] = []
+    if "hosts" in args.scenarios:
+        hosts, lines = await run_hosts(args, url, world, secrets_file, log)
+        results |= {(r.scenario, r.workers): r for r in hosts}
+    return results, lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -740,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=16, help="connections (tills), each its own outlet"
     )
     parser.add_argument("--cards", type=int, default=3000, help="activated cards to seed")
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(DEFAULT_SCENARIOS))
     parser.add_argument("--till-app", default="api.app:create_app", help="uvicorn factory (to try a patch)")
     parser.add_argument("--verbose", action="store_true", help="print server pids (to attach a profiler)")
     args = parser.parse_args(argv)
@@ -753,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 1 <= w <= 8 for w in args.workers):
         parser.error("--workers must be 1 to 8")
 
+    args.pgbouncer = pgbouncer_url() if "hosts" in args.scenarios else None
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         import uvloop
@@ -773,19 +955,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"{WARMUP_SECONDS:g} s warm-up, {args.concurrency} connections",
                 flush=True,
             )
-            results: dict[tuple[str, int], Result] = runner(  # type: ignore[assignment]
+            outcome: tuple[dict[tuple[str, int], Result], list[str]] = runner(  # type: ignore[assignment]
                 run_scenarios(args, url, dsn, world, secrets_file, log)
             )
+    results, hosts = outcome
     print()
-    print("\n".join(table(results, args.workers)))
-    print(
-        "posts/insert: posts/s over the one-insert baseline's inserts/s (post: posts only; till: scan, post"
-        " and one redemption in ten per session); p99/insert p99: post p99 over the baseline's p99."
-    )
-    print(
-        "Targets (issue 11, 2 workers): posts/insert >= 0.5, post p99 <= 3x the baseline's, and 2 workers"
-        " >= 1.5x the posts/s of 1."
-    )
+    if set(args.scenarios) - {"hosts"}:
+        print("\n".join(table(results, args.workers)))
+        print(
+            "posts/insert: posts/s over the one-insert baseline's inserts/s (post: posts only; till: scan,"
+            " post and one redemption in ten per session); p99/insert p99: post p99 over the baseline's p99."
+        )
+        print(
+            "Targets (issue 11, 2 workers): posts/insert >= 0.5, post p99 <= 3x the baseline's, and 2"
+            " workers >= 1.5x the posts/s of 1."
+        )
+    print("\n".join(hosts))
     return 1 if any(r.unexpected() for r in results.values()) else 0
 
 

@@ -49,6 +49,65 @@ def require_postgresql() -> None:
     pytest.skip(reason)
 
 
+#: A PgBouncer (transaction pooling) in front of that server. ``make test`` starts one
+#: (deploy/pgbouncer/start.sh) and names it here: the API suite's PostgreSQL cases then run through it.
+PGBOUNCER_URL = os.environ.get("LOYALTY_TEST_PGBOUNCER", "")
+#: Where tests/storage/test_pgbouncer.py looks when none is named (start.sh's first port).
+DEFAULT_PGBOUNCER_URL = "postgresql://postgres@127.0.0.1:6432/postgres"
+
+
+def require_pgbouncer(url: str) -> None:
+    """Skip (or, with CI=true, fail) when no PgBouncer at ``url`` reaches PostgreSQL."""
+
+    async def ping() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url, timeout=5, statement_cache_size=0)
+        try:
+            await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(ping())
+    except Exception as exc:  # any failure to connect means: no pooler for these tests
+        reason = f"PgBouncer not reachable at {url} (make pgbouncer; deploy/pgbouncer/start.sh): {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: the PgBouncer tests must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+def through_pgbouncer(url: str, pgbouncer: str) -> str:
+    """The test database of ``url`` reached through the PgBouncer at ``pgbouncer``, marked so that
+    the service uses its pooler settings (``?pooler=pgbouncer``)."""
+    from sqlalchemy import make_url
+
+    name = make_url(url).database
+    pooled = make_url(pgbouncer).set(
+        drivername="postgresql+asyncpg", database=name, query={"pooler": "pgbouncer"}
+    )
+    return pooled.render_as_string(hide_password=False)
+
+
+REDIS_TEST_URL = os.environ.get("LOYALTY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> str:
+    """The Redis for tests (``LOYALTY_TEST_REDIS``, default the local server); skip (or, with
+    CI=true, fail) when it does not answer. Tests keep to a namespace of their own in it."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except Exception as exc:  # any failure to connect means: no Redis for these tests
+        reason = f"Redis not reachable at {REDIS_TEST_URL}: {type(exc).__name__}: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: the Redis tests must run)", pytrace=False)
+        pytest.skip(reason)
+    return REDIS_TEST_URL
+
+
 def _async_url(admin: str, name: str) -> str:
     base, _, _ = admin.rpartition("/")
     return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
@@ -98,3 +157,10 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield _async_url(PG_ADMIN_URL, name)
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record every statement of the session for the shard-readiness check (tests/shardcheck.py)."""
+    import shardcheck  # tests/ is on sys.path: it holds this conftest
+
+    config.pluginmanager.register(shardcheck.Plugin(), "shardcheck")

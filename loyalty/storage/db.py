@@ -52,6 +52,8 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_POOL_SIZE = 20
 #: How PostgreSQL plans the prepared statements of this service (see ``create_engine``).
 PLAN_CACHE_MODE = os.environ.get("LOYALTY_PG_PLAN_CACHE_MODE", "force_generic_plan")
+#: Connection poolers this service can sit behind (``?pooler=`` in the URL, or LOYALTY_DB_POOLER).
+POOLERS = ("pgbouncer",)
 
 
 def database_url(url: str | None = None) -> str:
@@ -160,22 +162,60 @@ def _outage_reason(exc: BaseException) -> str | None:
     return None
 
 
+def pooler(url: str | None = None) -> str | None:
+    """The connection pooler between this service and PostgreSQL: the URL's ``pooler`` query
+    parameter, else ``LOYALTY_DB_POOLER``, else None (a direct connection)."""
+    found = make_url(database_url(url)).query.get("pooler") or os.environ.get("LOYALTY_DB_POOLER") or None
+    if isinstance(found, tuple):
+        raise ValueError("the database URL names its pooler more than once")
+    if found is not None and found not in POOLERS:
+        raise ValueError(f"unknown connection pooler {found!r}: expected one of {', '.join(POOLERS)}")
+    return found
+
+
+def _pooled(connect_args: dict[str, Any]) -> None:
+    """Connection arguments for PgBouncer's transaction pooling (1.18 keeps no prepared statement
+    across transactions): every statement is an unnamed one, parsed again where it runs.
+
+    ``statement_cache_size=0`` makes asyncpg use the unnamed statement for ``fetch``/``execute`` (the
+    ledger's raw connection) and parse it again in the very message batch that binds it, so no
+    statement outlives its transaction, even an implicit one. ``prepared_statement_cache_size=0``
+    stops SQLAlchemy keeping statements per connection; its ``prepare()`` then names none either
+    (asyncpg names a prepared statement only while its cache is on). Unique names (SQLAlchemy's
+    ``prepared_statement_name_func``) are not used: each would stay behind on whichever server
+    connection ran it, since the Close asyncpg sends later may reach another one.
+
+    No ``plan_cache_mode`` startup parameter: PgBouncer refuses unknown ones, and a statement parsed
+    for each execution is planned for each execution whatever the mode says; ``auto`` then plans it
+    for the actual values (a custom plan), which is what PostgreSQL's default is left to do."""
+    connect_args.setdefault("statement_cache_size", 0)
+    connect_args.setdefault("prepared_statement_cache_size", 0)
+
+
 def create_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
-    """An async engine for ``url`` with the pragmas and transaction hooks this package relies on."""
+    """An async engine for ``url`` with the pragmas and transaction hooks this package relies on.
+
+    Behind a connection pooler (``?pooler=pgbouncer`` in the URL, or LOYALTY_DB_POOLER=pgbouncer),
+    PostgreSQL connections keep nothing across transactions (see :func:`_pooled`)."""
     url = database_url(url)
     if not url.startswith("sqlite"):
+        behind = pooler(url)
+        url = make_url(url).difference_update_query(["pooler"]).render_as_string(hide_password=False)
         kwargs.setdefault("pool_size", int(os.environ.get("LOYALTY_DB_POOL_SIZE", DEFAULT_POOL_SIZE)))
         kwargs.setdefault("max_overflow", 0)
         # Fail fast while the database is away (a 503 a till can retry) rather than after SQLAlchemy's
         # 30 s pool wait and asyncpg's 60 s connect timeout.
         kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
-        # Every statement is prepared once per connection; with PostgreSQL's default ("auto") the
-        # ledger's write (rows as arrays) was planned anew at every execution, because a fresh plan
-        # for the actual array lengths always looks cheaper than the generic one: 1.13 ms of server
-        # CPU per posting against 0.53 ms with the generic plan (benchmarks/bench_storage.py).
         connect_args = kwargs.setdefault("connect_args", {})
-        connect_args.setdefault("server_settings", {}).setdefault("plan_cache_mode", PLAN_CACHE_MODE)
         connect_args.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+        if behind is not None:
+            _pooled(connect_args)
+        else:
+            # Every statement is prepared once per connection; with PostgreSQL's default ("auto") the
+            # ledger's write (rows as arrays) was planned anew at every execution, because a fresh plan
+            # for the actual array lengths always looks cheaper than the generic one: 1.13 ms of server
+            # CPU per posting against 0.53 ms with the generic plan (benchmarks/bench_storage.py).
+            connect_args.setdefault("server_settings", {}).setdefault("plan_cache_mode", PLAN_CACHE_MODE)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name != "sqlite":
         event.listen(engine.sync_engine.pool, "checkin", _checked_in)

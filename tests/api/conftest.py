@@ -25,6 +25,7 @@ from loyalty.cards.tokens import sign_token
 from loyalty.members import lookup, membership
 from loyalty.programs import versions
 from loyalty.storage.db import Database
+from tests.conftest import PGBOUNCER_URL, require_pgbouncer, through_pgbouncer
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The example program and one campaign (a rule with a control group) that a new member never meets:
@@ -118,6 +119,18 @@ async def build_tenant(
         return Tenant(t.id, outlet.id, other.id, keys, other_cashier, cards, ids, member.id, tokens)
     finally:
         await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgresql_url(postgresql_url: str) -> str:
+    """The suite's PostgreSQL database; through PgBouncer in transaction pooling when
+    LOYALTY_TEST_PGBOUNCER names one (``make test`` does), so every PostgreSQL case of the API runs
+    with the pooler settings, as a deployment behind one would. The database is still created and
+    migrated directly (the fixture this one overrides)."""
+    if not PGBOUNCER_URL:
+        return postgresql_url
+    require_pgbouncer(PGBOUNCER_URL)
+    return through_pgbouncer(postgresql_url, PGBOUNCER_URL)
 
 
 @pytest.fixture(scope="session")

@@ -330,10 +330,12 @@ def _terminate_backends(url: str) -> int:
     """What a database restart does to every pooled connection of ``url``'s database."""
     import asyncpg
 
-    name = url.rpartition("/")[2]
+    from tests.conftest import PG_ADMIN_URL
+
+    name = url.rpartition("/")[2].partition("?")[0]
 
     async def go() -> int:
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(PG_ADMIN_URL)  # the server itself, not a pooler in front of it
         try:
             return int(
                 await conn.fetchval(
