@@ -13,12 +13,12 @@ from typing import Any
 from litestar import Litestar, Request, get
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.stores.memory import MemoryStore
 
-from api import context, openapi, problems
+from api import context, logs, metrics, openapi, problems
 from api.accounts import AccountController
 from api.admin import AdminController, CardBatchController
 from api.auth import KEY_CACHE_SECONDS, PUBLIC, ApiKeyAuthentication, KeyCache, Principal
@@ -26,6 +26,7 @@ from api.customer import CustomerController
 from api.members_data import MembersDataController
 from api.problems import redact_path
 from api.programs import ProgramController
+from api.shared import Shared, SharedRateLimitMiddleware, local_rate_limit_store, rate_limit_stores
 from api.till import TillController
 from api.value import CampaignController, CustomerValueController
 from api.web import STATIC, TEMPLATES, WebController
@@ -37,7 +38,8 @@ from loyalty.storage.db import Database
 
 #: Largest request body the API reads (a 1,000-line basket is about 150 kB).
 MAX_BODY_BYTES = 1024 * 1024
-#: Requests per second one API key (or, without a key, one address) may make, per worker process.
+#: Requests per second one API key (or, without a key, one address) may make: per worker process,
+#: or for all workers together when they share Redis (LOYALTY_REDIS_URL).
 DEFAULT_RATE_LIMIT = 200
 
 #: How often expired rate-limit counters are dropped from memory.
@@ -170,9 +172,12 @@ def create_app(
     clock: Clock = _utcnow,
     rate_limit: int | None = None,
     key_cache_seconds: float = KEY_CACHE_SECONDS,
+    redis_url: str | None = None,
+    redis_namespace: str | None = None,
 ) -> Litestar:
     """Build the app; it opens ``database_url`` (default LOYALTY_DATABASE_URL) when it starts, in the
-    server's event loop, and reads the secrets file unless ``secrets`` are given."""
+    server's event loop, and reads the secrets file unless ``secrets`` are given. With ``redis_url``
+    (default LOYALTY_REDIS_URL) its workers share rate limits and verified keys (``api/shared.py``)."""
 
     async def authenticate(token: str) -> Principal | None:
         key = await access.verify_key(app.state.db, token)
@@ -183,19 +188,26 @@ def create_app(
         app.state.db = Database.from_url(database_url)
         if app.state.secrets is None:
             app.state.secrets = load_secrets()
-        sweeper = asyncio.create_task(_sweep(app.stores.get("rate_limit")))
+        # With Redis the shared counters expire there; this process's own (the fallback) still need it.
+        sweeper = asyncio.create_task(_sweep(local_rate_limit_store(app)))
         try:
             yield
         finally:
             sweeper.cancel()
+            metrics.process_exit()
             await app.state.db.dispose()
+            if shared is not None:
+                await shared.close()
 
     _redact_access_log()
+    logs.configure()
+    shared = Shared.configure(redis_url, redis_namespace)
     limit = rate_limit or int(os.environ.get("LOYALTY_RATE_LIMIT", DEFAULT_RATE_LIMIT))
     app = Litestar(
         route_handlers=[
             health,
             ready,
+            metrics.MetricsController,
             TillController,
             CustomerController,
             ProgramController,
@@ -221,17 +233,22 @@ def create_app(
             "principal": Provide(context.caller),
         },
         before_request=_screen,
+        after_response=metrics.after_response,
+        # Logging is api/logs.py's (JSON, request ids, redaction), not Litestar's default setup.
+        logging_config=None,
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan],
         middleware=[
+            metrics.prometheus_config().middleware,
             RateLimitConfig(
                 rate_limit=("second", limit),
                 identifier_for_request=_caller_identity,
-                exclude=["/schema", "/health"],
+                exclude=["/schema", "/health", "/metrics"],
+                middleware_class=RateLimitMiddleware if shared is None else SharedRateLimitMiddleware,
             ).middleware,
             DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"], exclude_from_auth_key=PUBLIC),
         ],
-        stores={"rate_limit": MemoryStore()},
+        stores=rate_limit_stores(shared),
         openapi_config=OpenAPIConfig(
             title="loyalty",
             version="0.1.0",
@@ -242,8 +259,12 @@ def create_app(
         ),
     )
     openapi.document(app.openapi_schema)
+    # Outside routing (as Litestar's own OpenTelemetry plugin wraps it), so that every request, a 404
+    # of the router too, gets a request id and an access line.
+    app.asgi_handler = logs.RequestLog(app.asgi_handler)
     app.state.db = None
     app.state.secrets = secrets
     app.state.clock = clock
-    app.state.authenticate = KeyCache(authenticate, ttl=key_cache_seconds)
+    app.state.shared = shared
+    app.state.authenticate = KeyCache(authenticate, ttl=key_cache_seconds, shared=shared)
     return app

@@ -10,7 +10,7 @@ from litestar import Controller, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.params import JSONBody
 
-from api import schemas
+from api import metrics, schemas
 from api.auth import Principal, requires
 from api.context import Caller, CardKeys, Db, Now
 from api.idempotency import IdempotencyKey, IdempotentAnswer, idempotent
@@ -109,6 +109,7 @@ class TillController(Controller):
             channel=data.channel,
         )
         posted = await posting.post(db, principal.tenant_id, receipt, now=now, answer=answer)
+        metrics.booked("posting", replayed=posted.posting.replayed)
         return schemas.PostingAnswer.of(posted)
 
     @post(
@@ -138,6 +139,7 @@ class TillController(Controller):
             external_id=data.external_id or _key_id(answer),
             answer=answer,
         )
+        metrics.booked("refund", replayed=refunded.refund.replayed)
         return schemas.RefundAnswer.of(refunded)
 
     @post("/redemptions", operation_id="tillRedeem", **idempotent(schemas.RedemptionAnswer.of))
@@ -164,6 +166,7 @@ class TillController(Controller):
             external_id=data.external_id or _key_id(answer),
             answer=answer,
         )
+        metrics.booked("redemption", replayed=redeemed.redemption.replayed)
         return schemas.RedemptionAnswer.of(redeemed)
 
     @post(
@@ -182,4 +185,6 @@ class TillController(Controller):
     ) -> redemptions.CancelResult:
         """Undo a redemption made at this outlet today; the exact lots get their points back."""
         await transactions.redemption_at_outlet(db, principal.tenant_id, redemption_id, principal.outlet_id)
-        return await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now, answer=answer)
+        cancelled = await redemptions.cancel(db, principal.tenant_id, redemption_id, now=now, answer=answer)
+        metrics.booked("cancellation")
+        return cancelled

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import signal
 import sys
+import tempfile
 from dataclasses import asdict
 from datetime import timedelta
 from enum import StrEnum
@@ -44,6 +48,7 @@ from cli.common import (
     zone_of,
 )
 from cli.members import member_app
+from cli.partitions import register as register_partitions
 from cli.webhooks import dispatch, start_in_thread, webhooks_app
 from loyalty.admin import tenants
 from loyalty.cards.errors import CardError
@@ -251,6 +256,7 @@ for _sub, _name in (
     (webhooks_app, "webhooks"),
 ):
     app.add_typer(_sub, name=_name)
+register_partitions(db_app)
 
 
 @db_app.command("upgrade")
@@ -383,16 +389,30 @@ def keys_revoke(
     key_id: Annotated[int, typer.Argument(help="The key's id (see `keys list`).")],
     tenant: TenantOption = None,
 ) -> None:
-    """Revoke an API key: it stops working at once."""
-    from loyalty.admin import access
+    """Revoke an API key: with LOYALTY_REDIS_URL set (as for the API), every API worker refuses it
+    within a second; without Redis, within the API's five-second key cache."""
+    from redis.exceptions import RedisError
 
-    async def go() -> access.KeyInfo:
+    from loyalty.admin import access, shared_keys
+
+    async def go() -> tuple[access.KeyInfo, str | None]:
         async with open_database() as db:
             t = await tenant_of(db, tenant)
-            return await access.revoke_key(db, t.id, key_id, now=clock())
+            key = await access.revoke_key(db, t.id, key_id, now=clock())
+        try:
+            await shared_keys.announce_revocation(key.id)
+        except (RedisError, OSError) as exc:
+            return key, f"{type(exc).__name__}: {exc}"
+        return key, None
 
-    key = run(go())
+    key, unannounced = run(go())
     out.print(f"API key {key.id} ({key.role}, {key.name}) revoked")
+    if unannounced is not None:
+        err.print(
+            f"warning: Redis not reachable ({unannounced}): API workers may accept the key for up to "
+            "5 s more",
+            markup=False,
+        )
 
 
 @partner_app.command("create")
@@ -732,7 +752,14 @@ def jobs_run(
                 Job.expiry: [jobs.expire_lots],
                 Job.tiers: [jobs.evaluate_tiers],
                 Job.reminders: [jobs.remind_expiring],
-                Job.all: [jobs.release_pending, jobs.expire_lots, jobs.evaluate_tiers, jobs.remind_expiring],
+                Job.all: [
+                    # Month partitions ahead: PostgreSQL only (SQLite's tables are not partitioned).
+                    *([jobs.ensure_partitions] if db.is_postgresql else []),
+                    jobs.release_pending,
+                    jobs.expire_lots,
+                    jobs.evaluate_tiers,
+                    jobs.remind_expiring,
+                ],
             }[job]
             results = []
             with _progress(transient=True) as bar:
@@ -747,6 +774,8 @@ def jobs_run(
         what = (
             f"{r.members:,} members changed tier"
             if r.kind == "tiers"
+            else f"{r.partitions:,} month partitions created"
+            if r.kind == "partitions"
             else f"{r.lots:,} lots, {r.points:,} points, {r.members:,} members"
         )
         out.print(f"job {r.kind} (run {r.run_id}) as of {r.as_of.isoformat()}: {what}")
@@ -1099,6 +1128,62 @@ def report_partners(
     emit_rows(rows, fmt, f"partners (spend in {currency}; csv and json: minor units)")
 
 
+#: How long ``serve`` lets requests in flight finish after SIGTERM, in whole seconds as uvicorn takes
+#: it (LOYALTY_SHUTDOWN_SECONDS overrides).
+SHUTDOWN_SECONDS = 30
+#: Longest graceful shutdown accepted: past it an orchestrator would have killed the process anyway.
+MAX_SHUTDOWN_SECONDS = 3600
+#: uvicorn's logging in every process of ``serve``, the supervisor's too: one JSON (or console, with
+#: LOYALTY_LOG_FORMAT=console) line per record through the API's formatter, named here by string only
+#: (the command line does not import the API). The access line is the app's own.
+SERVE_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"loyalty": {"()": "api.logs.Formatter"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "loyalty", "stream": "ext://sys.stderr"}
+    },
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.access": {"handlers": [], "propagate": False},
+    },
+}
+
+
+def _shutdown_seconds() -> int:
+    raw = os.environ.get("LOYALTY_SHUTDOWN_SECONDS", str(SHUTDOWN_SECONDS))
+    if not raw.strip().isdigit() or not 0 < int(raw) <= MAX_SHUTDOWN_SECONDS:
+        raise CliError(
+            f"LOYALTY_SHUTDOWN_SECONDS must be a whole number of seconds from 1 to {MAX_SHUTDOWN_SECONDS},"
+            f" not {raw!r}"
+        )
+    return int(raw)
+
+
+def _metrics_directory(workers: int) -> Path | None:
+    """Workers' metrics must add up: prometheus-client's multiprocess mode, in a directory that holds
+    nothing of an earlier run. Returns the directory made here (removed when the server stops); one
+    given in PROMETHEUS_MULTIPROC_DIR is emptied of its metric files instead."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    if workers == 1:
+        return None
+    made = Path(tempfile.mkdtemp(prefix="loyalty-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(made)
+    return made
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM outside uvicorn's own handling (before it starts, or passed on by it once it has shut
+    down gracefully): leave through the ``finally`` blocks, with status 0."""
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -1115,17 +1200,40 @@ def serve(
     from loyalty.cards.secrets import load_secrets
     from loyalty.storage.db import database_url, upgrade
 
+    if os.environ.get("LOYALTY_LOG_FORMAT", "json") not in ("json", "console"):
+        raise CliError("LOYALTY_LOG_FORMAT must be json or console")
+    grace = _shutdown_seconds()
     url = make_url(database_url())
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         upgrade(str(url))
     load_secrets()  # fail here, in one line, rather than in every worker
     out.print(f"serving on http://{host}:{port} (API docs at /schema/swagger)")
+    previous = signal.signal(signal.SIGTERM, _stop)
+    metrics_dir = _metrics_directory(workers)
     halt = start_in_thread() if dispatch_ else None
     try:
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+        # On SIGTERM uvicorn stops accepting, lets requests in flight finish (for at most ``grace``
+        # seconds), then runs the app's shutdown (database pool closed); the dispatcher stops after.
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            timeout_graceful_shutdown=grace,
+            access_log=False,
+            log_config=SERVE_LOGGING,
+            # A spawned worker first imports this whole CLI (the main module): on a busy 2-core
+            # machine that outlasts uvicorn's default 5 s health check, which kills it mid-import.
+            timeout_worker_healthcheck=30,
+        )
     finally:
         if halt is not None:
             halt()
+        signal.signal(signal.SIGTERM, previous)
+        if metrics_dir is not None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 app.command("dispatch")(dispatch)

@@ -23,9 +23,17 @@ def test_serve_migrates_a_new_sqlite_file_and_starts_the_factory(
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     ok(cli("serve", "--port", "8123", "--workers", "2"))
-    assert calls == [
-        ("api.app:create_app", {"factory": True, "host": "127.0.0.1", "port": 8123, "workers": 2})
-    ]
+    assert len(calls) == 1 and calls[0][0] == "api.app:create_app", calls
+    options = calls[0][1]
+    assert {k: options[k] for k in ("factory", "host", "port", "workers")} == {
+        "factory": True,
+        "host": "127.0.0.1",
+        "port": 8123,
+        "workers": 2,
+    }
+    # A bounded graceful shutdown, our own access line instead of uvicorn's, JSON logs in every process.
+    assert options["timeout_graceful_shutdown"] == 30 and options["access_log"] is False
+    assert options["log_config"]["formatters"]["loyalty"]["()"] == "api.logs.Formatter"
     assert count(path, "tenants") == 0  # the schema exists
 
 
