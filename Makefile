@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install chromium pgbouncer demo test bench bench-load bench-hosts bench-import bench-value bench-dispatch soak lint \
-	typecheck clean
+.PHONY: install chromium pgbouncer demo test bench bench-load bench-hosts bench-history bench-import bench-value \
+	bench-dispatch soak lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,7 +66,6 @@ bench-import: install
 	$(BIN)/python benchmarks/bench_import.py
 
 # Monthly report and expiry job over 10,000,000 ledger entries in month partitions (BENCH_HISTORY_ROWS).
-.PHONY: bench-history
 bench-history: install
 	$(BIN)/python benchmarks/bench_history.py
 

@@ -575,7 +575,7 @@ async def _till(
         row = (
             await s.execute(
                 select(Card.id, Card.number, Member.id)
-                .join(Member, Member.id == Card.member_id)
+                .join(Member, (Member.tenant_id == Card.tenant_id) & (Member.id == Card.member_id))
                 .where(Card.tenant_id == t, Card.state == "active", Member.available >= 150)
                 .order_by((Member.tier == "gold").desc(), Member.visits.desc(), Card.id)
                 .limit(1)

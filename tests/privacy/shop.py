@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 import rules
 from loyalty.admin import tenants
@@ -165,6 +165,9 @@ async def build_shop(db: Database, program: str = PRIVATE_PROGRAM) -> Shop:
                 for i, e in enumerate(events)
             ],
         )
+        # As the dispatcher's fan-out leaves them: an event with its deliveries is dispatched (else a
+        # later fan-out of every tenant, as tests/storage/test_shard_ready.py runs, would fan it again).
+        await s.execute(update(Event).where(Event.tenant_id == t).values(dispatched=True))
     assert endpoint_id is not None
     return Shop(
         db,
