@@ -192,6 +192,11 @@ _ITEM_SQL = (
     "INSERT INTO transaction_items (tenant_id, member_id, transaction_id, line, sku, category, tags,"
     " unit_price, quantity, points, refunded_quantity) VALUES ({})"
 )
+#: On PostgreSQL a line carries its purchase's month (the partition key, migration 0007).
+_ITEM_SQL_PG = (
+    "INSERT INTO transaction_items (tenant_id, member_id, transaction_id, line, sku, category, tags,"
+    " unit_price, quantity, points, refunded_quantity, occurred_at) VALUES ({})"
+)
 _LOT_SQL = (
     "INSERT INTO point_lots (tenant_id, member_id, transaction_id, state, earned, remaining, expired,"
     " created_at, pending_until, expires_at) VALUES ({})"
@@ -291,7 +296,7 @@ async def _pg_baseline(
 
     conn = await asyncpg.connect(dsn)
     ph = lambda n: ", ".join(f"${i}" for i in range(1, n + 1))  # noqa: E731
-    tx_sql, item_sql, lot_sql = _TX_SQL.format(ph(13)), _ITEM_SQL.format(ph(11)), _LOT_SQL.format(ph(10))
+    tx_sql, item_sql, lot_sql = _TX_SQL.format(ph(13)), _ITEM_SQL_PG.format(ph(12)), _LOT_SQL.format(ph(10))
     entry_sql, member_sql = _ENTRY_SQL.format(ph(7)), _MEMBER_SQL.format("$1", "$2", "$3")
     t0 = time.perf_counter()
     for r in rows:
@@ -328,6 +333,7 @@ async def _pg_baseline(
                         it.quantity,
                         r["item_points"][i],
                         0,
+                        p.at,
                     )
                     for i, it in enumerate(p.items)
                 ],

@@ -29,6 +29,7 @@ the portable subset of SQL; ``FOR UPDATE`` is dropped on SQLite, where the write
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -320,113 +321,156 @@ async def _write(conn: Any, booking: Booking) -> None:
         raise
 
 
+class _Waiter:
+    """A booking waiting for a group write, on the connection its unit read on (and holds meanwhile)."""
+
+    __slots__ = ("booking", "conn", "done", "writer")
+
+    def __init__(self, booking: Booking, conn: Any) -> None:
+        self.booking = booking
+        self.conn = conn
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: The group write running on this waiter's connection, once it was chosen to carry one.
+        self.writer: asyncio.Task[None] | None = None
+
+
 class GroupCommit:
     """Writes the bookings of concurrent optimistic units together (PostgreSQL): group commit.
 
     Most of what a till post costs PostgreSQL is per statement, not per row (a posting alone: ~1.3 ms
     of server CPU; in an import batch: ~0.2 ms). While one booking is being written, the ones that
-    arrive wait; when it is done they are written as one statement on a connection of the group's own,
-    and so on: at low load nothing waits, under load the database does a fraction of the work per
-    posting. Each booking keeps its own revision checks. If the combined statement is refused by the
-    database (a member changed, a receipt sent twice: nothing was written), the group is written
-    booking by booking, so each unit gets its own answer; if the connection fails, every booking of
-    the group gets that error (whether it was written is then unknown, as for any write).
+    arrive wait; when it is done they are written as one statement, and so on: at low load nothing
+    waits, under load the database does a fraction of the work per posting. Each booking keeps its own
+    revision checks. If the combined statement is refused by the database (a member changed, a receipt
+    sent twice: nothing was written), the group is written booking by booking, so each unit gets its
+    own answer; if the connection fails, every booking of the group gets that error (whether it was
+    written is then unknown, as for any write).
+
+    A group is written on the connection of its first waiting unit, never on one more from the pool:
+    a waiting unit keeps the pooled connection it read on (its locked retry needs it when the write
+    finds it stale), so with as many waiting units as the pool holds, a write that asked the pool for
+    one more connection waited for one that only the end of that write would free: every posting
+    stalled for the pool's timeout, then failed. The unit lending its connection gets its answer only
+    when the write is done with it, and if cancelled meanwhile, waits for the write before it gives the
+    connection back.
     """
 
     #: Most bookings one combined statement holds.
     MAX_GROUP = 32
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._waiting: list[tuple[Booking, asyncio.Future[None]]] = []
+    def __init__(self) -> None:
+        self._waiting: list[_Waiter] = []
+        #: A booking is being written; bookings wait only while one is (and it is cleared when none waits).
         self._writing = False
         self._flusher: asyncio.Task[None] | None = None
 
     async def write(self, conn: Any, booking: Booking) -> None:
-        if not self._writing and not self._waiting:
+        """Write ``booking`` on ``conn`` if nothing is being written, else wait for its group's write."""
+        if not self._writing:
             self._writing = True
             try:
                 await _write(conn, booking)
             finally:
-                self._writing = False
                 self._next()
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        item = (booking, done)
-        self._waiting.append(item)
-        self._next()
+        waiter = _Waiter(booking, conn)
+        self._waiting.append(waiter)
         try:
-            await done
+            await waiter.done
         except asyncio.CancelledError:
-            if item in self._waiting:  # not taken yet: it will not be written
-                self._waiting.remove(item)
+            if waiter in self._waiting:  # not taken yet: it will not be written
+                self._waiting.remove(waiter)
+            elif waiter.writer is not None:  # a group is written on this connection: not given back before
+                await _finished(waiter.writer)
             raise
 
     def _next(self) -> None:
-        if self._waiting and not self._writing:
-            self._writing = True
-            self._flusher = asyncio.ensure_future(self._flush())
+        """A write is done: the next group is written on its first waiting unit's connection."""
+        while self._waiting:
+            first = self._waiting.pop(0)
+            if not first.done.done():  # done already: its unit was cancelled
+                first.writer = self._flusher = asyncio.ensure_future(self._flush(first))
+                return
+        self._writing = False
 
-    def _take(self) -> list[tuple[Booking, asyncio.Future[None]]]:
-        group: list[tuple[Booking, asyncio.Future[None]]] = []
+    async def _flush(self, first: _Waiter) -> None:
+        self._waiting.insert(0, first)
+        group = self._take()  # ``first`` too, unless its unit was cancelled since
+        try:
+            await _write_group(first.conn, group)
+        finally:
+            self._next()
+
+    def _take(self) -> list[_Waiter]:
+        """The group written next: the first waiting booking and those after it that go with it in one
+        statement (one tenant, no member twice, at most MAX_GROUP)."""
+        group: list[_Waiter] = []
         members: set[int] = set()
         rest = []
-        for item in self._waiting:
-            booking = item[0]
+        for waiter in self._waiting:
+            booking = waiter.booking
+            if waiter.done.done():  # its unit was cancelled while it waited: not written
+                continue
             if (
                 len(group) < self.MAX_GROUP
-                and (not group or booking.tenant_id == group[0][0].tenant_id)
+                and (not group or booking.tenant_id == group[0].booking.tenant_id)
                 and not members & booking.members.keys()
             ):
-                group.append(item)
+                group.append(waiter)
                 members |= booking.members.keys()
             else:
-                rest.append(item)
+                rest.append(waiter)
         self._waiting = rest
         return group
 
-    async def _flush(self) -> None:
-        import asyncpg
 
-        group = self._take()
-        try:
-            async with self.db.driver_connection() as conn:
-                combined = merged([b for b, _ in group]) if len(group) > 1 else None
-                if combined is not None:
-                    try:
-                        await _write(conn, combined)
-                    except (asyncpg.PostgresError, Duplicate, Stale) as exc:
-                        if outage(exc) is not None:
-                            raise  # the connection is gone (a restart): not a refusal
-                        # refused as a whole, nothing written: each booking alone, below
-                    else:
-                        _settle(group, None)
-                        return
-                for booking, done in group:
-                    try:
-                        await _write(conn, booking)
-                    except (asyncpg.PostgresError, Duplicate, Stale) as exc:
-                        if outage(exc) is not None:
-                            raise  # every booking not yet settled gets it; the connection is dropped
-                        _settle([(booking, done)], exc)
-                    else:
-                        _settle([(booking, done)], None)
-        except BaseException as exc:  # the connection failed, or the flush was cancelled
-            _settle(group, exc if isinstance(exc, Exception) else ConnectionError("the write was cancelled"))
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._writing = False
-            self._next()
+async def _finished(task: asyncio.Task[None]) -> None:
+    """Wait for ``task`` to end, whatever cancels the waiting meanwhile (the caller raises it after)."""
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([task])
 
 
-def _settle(group: Sequence[tuple[Booking, asyncio.Future[None]]], error: Exception | None) -> None:
-    for _, done in group:
-        if not done.done():
-            if error is None:
-                done.set_result(None)
+async def _write_group(conn: Any, group: Sequence[_Waiter]) -> None:
+    """Write a group's bookings on ``conn``: as one statement, or, when that is refused, booking by
+    booking. Each waiter gets its answer when the connection is no longer used (one of them holds it)."""
+    import asyncpg
+
+    answers: dict[_Waiter, Exception | None] = {}
+    try:
+        combined = merged([w.booking for w in group]) if len(group) > 1 else None
+        if combined is not None:
+            try:
+                await _write(conn, combined)
+            except (asyncpg.PostgresError, Duplicate, Stale) as exc:
+                if outage(exc) is not None:
+                    raise  # the connection is gone (a restart): not a refusal
+                # refused as a whole, nothing written: each booking alone, below
             else:
-                done.set_exception(error)
+                answers = dict.fromkeys(group)
+                return
+        for waiter in group:
+            try:
+                await _write(conn, waiter.booking)
+            except (asyncpg.PostgresError, Duplicate, Stale) as exc:
+                if outage(exc) is not None:
+                    raise  # every booking not yet answered gets it; its unit drops the connection
+                answers[waiter] = exc
+            else:
+                answers[waiter] = None
+    except BaseException as exc:  # the connection failed, or the write was cancelled
+        error = exc if isinstance(exc, Exception) else ConnectionError("the write was cancelled")
+        for waiter in group:
+            answers.setdefault(waiter, error)
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        for waiter, answer in answers.items():
+            if not waiter.done.done():
+                if answer is None:
+                    waiter.done.set_result(None)
+                else:
+                    waiter.done.set_exception(answer)
 
 
 _groups: weakref.WeakKeyDictionary[Database, GroupCommit] = weakref.WeakKeyDictionary()
@@ -469,7 +513,7 @@ async def _run(db: Database, op: Callable[[Unit], Awaitable[T]], optimistic: boo
         if optimistic:
             group = _groups.get(db)
             if group is None:
-                group = _groups[db] = GroupCommit(db)
+                group = _groups[db] = GroupCommit()
             try:
                 return await op(PgUnit(conn, locked=False, scope=scope, group=group))
             except (Stale, BookingError):

@@ -25,8 +25,9 @@ from .invariants import assert_books_balance
 #: Concurrent postings (each its own receipt) and redemptions in the mixed run, half on each engine.
 POSTINGS = 40
 REDEMPTIONS = 30
-#: Client connections per engine: one more than its share of the requests, as group commit needs one
-#: beyond those of the postings waiting for it. PgBouncer serves all of them with its server pool
+#: Client connections per engine: one more than its share of the requests, so that none waits for
+#: the pool here (group commit writes on a waiting posting's own connection; test_group_commit_pool
+#: covers small pools). PgBouncer serves all of them with its server pool
 #: (start.sh: 20 per database), so a client connection's transactions move between server connections.
 POOL_SIZE = (POSTINGS + REDEMPTIONS) // 2 + 1
 #: Transactions held open at once to look at that many server connections.
