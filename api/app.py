@@ -243,7 +243,7 @@ def create_app(
             RateLimitConfig(
                 rate_limit=("second", limit),
                 identifier_for_request=_caller_identity,
-                exclude=["/schema", "/health", "/metrics"],
+                exclude=["/schema", "/health"],
                 middleware_class=RateLimitMiddleware if shared is None else SharedRateLimitMiddleware,
             ).middleware,
             DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"], exclude_from_auth_key=PUBLIC),

@@ -33,6 +33,7 @@ worker removes its own at shutdown), and the backlog is read live by whichever w
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -58,8 +59,8 @@ log = logging.getLogger("api.metrics")
 
 #: Latency buckets (seconds): a till write takes milliseconds, a report or an import seconds.
 LATENCY_BUCKETS: list[str | float] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-#: How long one process reuses a backlog reading: scrapes (and anyone else asking for /metrics, which
-#: is not rate limited) cost the database at most one reading per process in this time.
+#: How long one process reuses a backlog reading: scrapes (and anyone else asking for /metrics, within
+#: the address's rate limit) cost the database at most one reading per process in this time.
 BACKLOG_CACHE_SECONDS = 5.0
 #: When set, /metrics wants ``Authorization: Bearer <this value>``; unset, it is public (it holds no
 #: tenant's data), for a scraper on a private network.
@@ -67,6 +68,8 @@ TOKEN_ENV = "LOYALTY_METRICS_TOKEN"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Where the backlog reading waits for the next scrape, in the app's state.
 _CACHE = "metrics.backlog"
+#: The app-state key of the lock that lets one scrape at a time read the backlog.
+_LOCK = "metrics.backlog_lock"
 
 OPERATIONS = ("posting", "refund", "redemption", "cancellation")
 TILL_WRITES = Counter(
@@ -160,12 +163,29 @@ class _BacklogCollector(Collector):
         yield capped
 
 
-async def _backlog(request: Request[Any, Any, Any]) -> Backlog | None:
-    """This process's latest reading if recent, else a new one; None while the database is away."""
+def _recent(request: Request[Any, Any, Any]) -> Backlog | None:
     cached = request.app.state.get(_CACHE)
     if cached is not None and time.monotonic() - cached[0] < BACKLOG_CACHE_SECONDS:
         reading: Backlog = cached[1]
         return reading
+    return None
+
+
+async def _backlog(request: Request[Any, Any, Any]) -> Backlog | None:
+    """This process's latest reading if recent, else a new one; None while the database is away.
+    One scrape at a time reads the database (the others wait for its reading): /metrics is public,
+    and a flood of scrapes must not take the pool's connections from the tills."""
+    reading = _recent(request)
+    if reading is not None:
+        return reading
+    lock = request.app.state.get(_LOCK)
+    if lock is None:
+        lock = request.app.state[_LOCK] = asyncio.Lock()
+    async with lock:
+        return _recent(request) or await _read_backlog(request)
+
+
+async def _read_backlog(request: Request[Any, Any, Any]) -> Backlog | None:
     try:
         reading = await backlog(request.app.state.db, now=request.app.state.clock())
     except Exception as exc:

@@ -753,12 +753,12 @@ def jobs_run(
                 Job.tiers: [jobs.evaluate_tiers],
                 Job.reminders: [jobs.remind_expiring],
                 Job.all: [
-                    # Month partitions ahead: PostgreSQL only (SQLite's tables are not partitioned).
-                    *([jobs.ensure_partitions] if db.is_postgresql else []),
                     jobs.release_pending,
                     jobs.expire_lots,
                     jobs.evaluate_tiers,
                     jobs.remind_expiring,
+                    # Month partitions ahead, last (its DDL may wait for a lock): PostgreSQL only.
+                    *([jobs.ensure_partitions] if db.is_postgresql else []),
                 ],
             }[job]
             results = []
@@ -1161,6 +1161,10 @@ def _shutdown_seconds() -> int:
     return int(raw)
 
 
+#: The file name prefixes prometheus-client's multiprocess mode writes (``<kind>_<pid>.db``).
+_METRIC_FILE_KINDS = ("counter", "gauge", "histogram", "summary")
+
+
 def _metrics_directory(workers: int) -> Path | None:
     """Workers' metrics must add up: prometheus-client's multiprocess mode, in a directory that holds
     nothing of an earlier run. Returns the directory made here (removed when the server stops); one
@@ -1168,8 +1172,11 @@ def _metrics_directory(workers: int) -> Path | None:
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if given:
         Path(given).mkdir(parents=True, exist_ok=True)
-        for stale in Path(given).glob("*.db"):
-            stale.unlink()
+        # Only prometheus-client's own files (counter_<pid>.db, gauge_livesum_<pid>.db, ...): the
+        # directory may be shared with anything, a SQLite database too.
+        for kind in _METRIC_FILE_KINDS:
+            for stale in Path(given).glob(f"{kind}_*.db"):
+                stale.unlink()
         return None
     if workers == 1:
         return None

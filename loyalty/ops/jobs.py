@@ -107,11 +107,12 @@ async def ensure_partitions(db: Database, tenant_id: int, *, now: datetime) -> J
 
 
 async def run_all(db: Database, tenant_id: int, *, now: datetime) -> list[JobResult]:
-    """The nightly sequence: month partitions ahead, release, expiry, tiers, expiry reminders."""
+    """The nightly sequence: release, expiry, tiers, expiry reminders, then month partitions ahead
+    (last: its DDL may wait for a lock and fail, and the points jobs must not wait on it)."""
     return [
-        await ensure_partitions(db, tenant_id, now=now),
         await release_pending(db, tenant_id, now=now),
         await expire_lots(db, tenant_id, now=now),
         await evaluate_tiers(db, tenant_id, now=now),
         await remind_expiring(db, tenant_id, now=now),
+        await ensure_partitions(db, tenant_id, now=now),
     ]

@@ -676,6 +676,11 @@ class _Loaded:
     ids: tuple[int | None, int | None]
 
 
+#: Where PostgreSQL finds an earlier booking of a receipt: the unpartitioned receipts table
+#: (migration 0007; tests that write through a 0006 schema set this to False).
+RECEIPTS_TABLE = True
+
+
 @functools.cache
 def _context_sql(
     dialect: str, by: str, qualify_on: str | None, stamped: bool, limited: bool, answered: bool
@@ -695,7 +700,10 @@ def _context_sql(
         "m.last_visit_at", "m.enrolled_at", "m.tags", "m.revision", "m.segment", "m.state", "m.merged_into",
         f"(SELECT v.id FROM program_versions v WHERE v.tenant_id = {tenant} AND v.status = 'published'"
         f" AND v.valid_from <= {p('occurred_at')} ORDER BY v.valid_from DESC LIMIT 1)",
-        "t.id",
+        # An earlier booking of this receipt. PostgreSQL keeps receipts unique in transaction_receipts
+        # (transactions is partitioned by month and a resent receipt may carry another time): one key
+        # probe there instead of one per month partition of transactions.
+        "r.transaction_id" if dialect == "postgresql" and RECEIPTS_TABLE else "t.id",
     ]  # fmt: skip
     columns.append(
         f"(SELECT COALESCE(SUM({_MEASURE[qualify_on]}), 0) FROM transactions q"
@@ -743,10 +751,12 @@ def _context_sql(
         if answered
         else "false"
     )
+    receipts = "transaction_receipts r" if dialect == "postgresql" and RECEIPTS_TABLE else "transactions t"
+    alias = receipts[-1]
     sql = (
         f"SELECT {', '.join(columns)} FROM {source}"
-        f" LEFT JOIN transactions t ON t.tenant_id = {tenant} AND t.outlet_id = {p('outlet')}"
-        f" AND t.external_id = {p('external_id')}"
+        f" LEFT JOIN {receipts} ON {alias}.tenant_id = {tenant} AND {alias}.outlet_id = {p('outlet')}"
+        f" AND {alias}.external_id = {p('external_id')}"
         f" LEFT JOIN idempotency_records i ON {key}"
         f" WHERE {where}"
     )

@@ -199,7 +199,15 @@ async def _items_cutoff(db: Database, now: datetime) -> tuple[datetime | None, s
         try:
             program = (await versions.current(db, tenant_id, now)).program
         except NotFound:
-            continue  # nothing published, nothing purchased
+            # No program in force then: keep its detail, unless it has no purchases at all (nothing
+            # published yet), whatever other tenants' retention says.
+            async with db.read() as s:
+                purchased = await s.scalar(
+                    select(Transaction.id).where(Transaction.tenant_id == tenant_id).limit(1)
+                )
+            if purchased is not None:
+                return None, f"tenant {tenant_id} has purchases but no program in force"
+            continue
         months = program.document.privacy.basket_detail_months
         if months is None:
             return None, f"tenant {tenant_id} keeps basket detail (no privacy.basket_detail_months)"

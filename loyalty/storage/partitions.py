@@ -59,6 +59,8 @@ PARTITIONED: dict[str, str] = {
     "ledger_entries": "created_at",
     "events": "occurred_at",
 }
+#: A month: (year, month), UTC.
+Month = tuple[int, int]
 #: The books: never detached or dropped by retention.
 BOOKS = ("transactions", "ledger_entries")
 #: Detail: retention may drop whole months of these.
@@ -69,9 +71,13 @@ AHEAD_MONTHS = 3
 #: Most month partitions the migration creates behind the newest month of existing data (20 years);
 #: older rows (a far-past instant) stay in DEFAULT rather than making hundreds of empty partitions.
 MAX_HISTORY_MONTHS = 240
-#: How long partition DDL waits for a lock before giving up (it needs a moment of exclusive access
-#: to the parent table; a nightly job should fail and retry rather than stall the tills behind it).
-LOCK_TIMEOUT = "10s"
+#: How long partition DDL waits for a lock before giving up: it needs a moment of exclusive access
+#: to the parent table, and every till statement queues behind a waiting DDL statement, so it waits
+#: briefly and tries again (LOCK_ATTEMPTS times) rather than stall the tills for long.
+LOCK_TIMEOUT = "1s"
+LOCK_ATTEMPTS = 5
+#: PostgreSQL's "lock not available" (a lock_timeout ran out).
+_LOCK_NOT_AVAILABLE = "55P03"
 #: Columns that exist on PostgreSQL only (the models describe the SQLite schema): their array type.
 PG_ONLY_COLUMNS: dict[tuple[str, str], str] = {("transaction_items", "occurred_at"): "timestamptz"}
 #: Indexes that exist on PostgreSQL only: the receipt lookup, now that its unique constraint moved.
@@ -288,20 +294,51 @@ async def ensure(
     first = month_of(since or now)
     last = shift(*month_of(now), ahead)
     for table in tables:
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            have = {p.month for p in await partitions(conn, [table])}
-            if None not in have:
-                for sql in create_default_sql(table):
-                    await conn.execute(sql)
-            for y, m in months(first, last):
-                if (y, m) in have:
-                    continue
-                moved = await _split(conn, table, y, m)
-                done.created.append(partition_name(table, y, m))
-                if moved:
-                    done.moved[partition_name(table, y, m)] = moved
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            try:
+                await _ensure_table(conn, table, first, last, done)
+                break
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) != _LOCK_NOT_AVAILABLE or attempt == LOCK_ATTEMPTS:
+                    raise
     return done
+
+
+async def _ensure_table(conn: Any, table: str, first: Month, last: Month, done: Ensured) -> None:
+    """One table's months from ``first`` to ``last``, and every month whose rows sit in DEFAULT (an
+    import of old history lands there when its months were never created), in one transaction."""
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        have = {p.month for p in await partitions(conn, [table])}
+        if None not in have:
+            for sql in create_default_sql(table):
+                await conn.execute(sql)
+        wanted = set(months(first, last)) | await _months_in_default(conn, table, last)
+        for y, m in sorted(wanted):
+            if (y, m) in have:
+                continue
+            moved = await _split(conn, table, y, m)
+            done.created.append(partition_name(table, y, m))
+            if moved:
+                done.moved[partition_name(table, y, m)] = moved
+
+
+async def _months_in_default(conn: Any, table: str, last: Month) -> set[Month]:
+    """The months (UTC) of rows waiting in ``table``'s DEFAULT partition, from MAX_HISTORY_MONTHS
+    before ``last`` through ``last``: rows further out stay there (a far-past or far-future instant
+    should not make hundreds of empty months). DEFAULT is small when the months exist, so this reads
+    little; when an import filled it, this is what moves the rows out."""
+    key = PARTITIONED[table]
+    start, _ = bounds(*shift(*last, -MAX_HISTORY_MONTHS))
+    _, end = bounds(*last)
+    rows = await conn.fetch(
+        f"SELECT DISTINCT CAST(EXTRACT(YEAR FROM {key} AT TIME ZONE 'UTC') AS integer) AS y,"
+        f" CAST(EXTRACT(MONTH FROM {key} AT TIME ZONE 'UTC') AS integer) AS m"
+        f" FROM {default_name(table)} WHERE {key} >= $1 AND {key} < $2",
+        start,
+        end,
+    )
+    return {(r["y"], r["m"]) for r in rows}
 
 
 async def _split(conn: Any, table: str, year: int, month: int) -> int:
