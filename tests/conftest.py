@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,19 @@ def _async_url(admin: str, name: str) -> str:
     return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
 
 
+@contextmanager
+def throwaway_postgresql() -> Iterator[str]:
+    """A new, empty ``loyalty_test_<hex>`` database on the test server (skipped, or failed under
+    CI=true, without one); yields its async URL and drops it afterwards, whatever happened."""
+    require_postgresql()
+    name = f"loyalty_test_{secrets.token_hex(6)}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _async_url(PG_ADMIN_URL, name)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     from loyalty.storage.db import upgrade
@@ -127,15 +141,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def postgresql_url() -> Iterator[str]:
     from loyalty.storage.db import upgrade
 
-    require_postgresql()
-    name = f"loyalty_test_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        url = _async_url(PG_ADMIN_URL, name)
+    with throwaway_postgresql() as url:
         upgrade(url)
         yield url
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -150,13 +158,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
-    require_postgresql()
-    name = f"loyalty_test_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _async_url(PG_ADMIN_URL, name)
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_postgresql() as url:
+        yield url
 
 
 def pytest_configure(config: pytest.Config) -> None:

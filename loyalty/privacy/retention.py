@@ -145,31 +145,38 @@ async def purge_old_detail(
     if months is None:
         return RetentionResult(None, None, 0, 0)
     cutoff = window_start(now, months, program.zone)
+    purged, batches = await _purge_batches(db, tenant_id, None, cutoff, now=now, batch=batch)
+    return RetentionResult(months, cutoff, purged, batches)
+
+
+async def _purge_batches(
+    db: Database, tenant_id: int, start: datetime | None, end: datetime, *, now: datetime, batch: int
+) -> tuple[int, int]:
+    """Purge the tenant's purchases of ``[start, end)`` (from the first when ``start`` is None) not yet
+    purged, ``batch`` at a time, each batch its own transaction, in id order; (purged, batches)."""
     purged = batches = 0
     after = 0
     while True:
         async with db.write() as s:
-            ids = list(
-                (
-                    await s.scalars(
-                        select(Transaction.id)
-                        .where(
-                            Transaction.tenant_id == tenant_id,
-                            Transaction.occurred_at < cutoff,
-                            Transaction.detail_purged_at.is_(None),
-                            Transaction.id > after,
-                        )
-                        .order_by(Transaction.id)
-                        .limit(batch)
-                    )
-                ).all()
+            query = select(Transaction.id).where(
+                Transaction.tenant_id == tenant_id,
+                Transaction.occurred_at < end,
+                Transaction.detail_purged_at.is_(None),
+                Transaction.id > after,
             )
+            if start is not None:
+                query = query.where(Transaction.occurred_at >= start)
+            ids = list((await s.scalars(query.order_by(Transaction.id).limit(batch))).all())
             if not ids:
-                break
+                return purged, batches
             purged += await purge(s, tenant_id, ids, now=now)
         batches += 1
         after = ids[-1]
-    return RetentionResult(months, cutoff, purged, batches)
+
+
+async def _tenant_ids(db: Database) -> list[int]:
+    async with db.read() as s:
+        return list((await s.scalars(select(Tenant.id).order_by(Tenant.id))).all())
 
 
 # --- whole months, on PostgreSQL ---------------------------------------------------------------------
@@ -192,10 +199,8 @@ class MonthFate:
 
 async def _items_cutoff(db: Database, now: datetime) -> tuple[datetime | None, str]:
     """The instant before which every tenant's basket detail may go, and why (None: nothing may)."""
-    async with db.read() as s:
-        tenant_ids = list((await s.scalars(select(Tenant.id).order_by(Tenant.id))).all())
     cutoffs = []
-    for tenant_id in tenant_ids:
+    for tenant_id in await _tenant_ids(db):
         try:
             program = (await versions.current(db, tenant_id, now)).program
         except NotFound:
@@ -240,30 +245,9 @@ _MARK_DROPPED = (
 
 async def _purge_range(db: Database, start: datetime, end: datetime, now: datetime) -> int:
     """Purge every purchase of ``[start, end)``, tenant by tenant, in batches; returns how many."""
-    async with db.read() as s:
-        tenant_ids = list((await s.scalars(select(Tenant.id).order_by(Tenant.id))).all())
     purged = 0
-    for tenant_id in tenant_ids:
-        while True:
-            async with db.write() as s:
-                ids = list(
-                    (
-                        await s.scalars(
-                            select(Transaction.id)
-                            .where(
-                                Transaction.tenant_id == tenant_id,
-                                Transaction.occurred_at >= start,
-                                Transaction.occurred_at < end,
-                                Transaction.detail_purged_at.is_(None),
-                            )
-                            .order_by(Transaction.id)
-                            .limit(BATCH)
-                        )
-                    ).all()
-                )
-                if not ids:
-                    break
-                purged += await purge(s, tenant_id, ids, now=now)
+    for tenant_id in await _tenant_ids(db):
+        purged += (await _purge_batches(db, tenant_id, start, end, now=now, batch=BATCH))[0]
     return purged
 
 

@@ -3,8 +3,6 @@ DEFAULT, retention of detail, and the till's receipt staying unique across month
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +16,7 @@ from loyalty.privacy import retention
 from loyalty.storage import partitions
 from loyalty.storage.db import Database, upgrade_async
 from loyalty.storage.models import load_all
-from tests.conftest import PG_ADMIN_URL, _async_url, _pg_admin, require_postgresql
+from tests.conftest import throwaway_postgresql
 
 from .conftest import NOW, PROGRAM, make_world
 from .helpers import member_with, post
@@ -31,13 +29,8 @@ LONGER = PROGRAM.replace("tiers:\n", "privacy: {basket_detail_months: 4}\ntiers:
 @pytest.fixture
 def fresh_pg() -> Iterator[str]:
     """An empty PostgreSQL database of this test's own (dropped afterwards)."""
-    require_postgresql()
-    name = f"loyalty_test_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _async_url(PG_ADMIN_URL, name)
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_postgresql() as url:
+        yield url
 
 
 @pytest.fixture
